@@ -1,0 +1,1 @@
+"""The FFHQ-Aging dataset as partitioned Dagster assets."""

@@ -1,0 +1,177 @@
+"""The metadata stage: the verified FFHQ JSON, and one table of image metadata per chunk."""
+
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
+
+from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.lib import gates
+from ffhq_aging_assets.lib.chunks import expected_numbers
+from ffhq_aging_assets.lib.download import FileSpec
+from ffhq_aging_assets.lib.files import atomic_path, file_digest, file_lock
+from ffhq_aging_assets.lib.metadata import (
+    COLUMN_DESCRIPTIONS,
+    METADATA_SCHEMA,
+    ChunkIndex,
+    index_chunks,
+    read_chunk,
+)
+from ffhq_aging_assets.lib.tables import markdown_preview, write_table
+from ffhq_aging_assets.metadata_values import column_schema
+from ffhq_aging_assets.partitions import chunk_partitions
+from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, MetadataLocations
+
+JSON_NAME = "ffhq-dataset-v2.json"
+INDEX_NAME = "ffhq-dataset-v2.chunks.json"
+
+
+def _fetch_shared(source: FileSourceResource, spec: FileSpec, dest: Path) -> tuple[bool, int, str]:
+    """Fetch a file every chunk shares into the root, under a lock: concurrent chunk runs wait
+    for one download instead of starting their own. Returns (fetched, size, md5)."""
+    with file_lock(dest.with_name(f".{dest.name}.lock")):
+        got = source.fetch(spec, dest)
+        if got.path != dest:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(got.path, tmp)
+        size, md5 = file_digest(dest)
+        return got.fetched, size, md5
+
+
+@dg.asset(group_name="metadata", kinds={"json"})
+def ffhq_metadata_json(
+    context: dg.AssetExecutionContext,
+    dataset: DatasetResource,
+    metadata_locations: MetadataLocations,
+    file_source: FileSourceResource,
+) -> dg.MaterializeResult:
+    """FFHQ's ``ffhq-dataset-v2.json`` (268 MB) and ``LICENSE.txt``, verified, with a chunk index.
+
+    Both files are fetched through the configured source (anonymous Drive, Drive with a Google
+    account, or a local folder) and checked against the published size and md5; a verified
+    copy is never fetched again. One streaming pass then checks the JSON's structure and key
+    order and records the byte offset of every chunk's first entry, so each chunk's metadata
+    can be read without scanning the whole file.
+    """
+    start = time.perf_counter()
+    folder = dataset.metadata_dir
+    json_path, index_path = folder / JSON_NAME, folder / INDEX_NAME
+    fetched, size, md5 = _fetch_shared(file_source, metadata_locations.metadata, json_path)
+    fetched_license, _, _ = _fetch_shared(
+        file_source, metadata_locations.license, folder / "LICENSE.txt"
+    )
+    context.log.info(f"{JSON_NAME}: {size:,} bytes, md5 {md5} ({'fetched' if fetched else 'kept'})")
+    with file_lock(index_path.with_name(f".{index_path.name}.lock")):
+        index = _stored_index(index_path, md5)
+        if index is None:
+            context.log.info(f"indexing {JSON_NAME} in one streaming pass")
+            index = index_chunks(json_path)
+            with atomic_path(index_path) as tmp:
+                tmp.write_text(json.dumps({"md5": md5, **json.loads(index.to_json())}))
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(json_path)),
+            "bytes": size,
+            "md5": md5,
+            "entries": index.entries,
+            "chunks": len(index.offsets),
+            "fetched": fetched or fetched_license,
+            "seconds": round(time.perf_counter() - start, 2),
+        },
+        data_version=dg.DataVersion(md5),
+    )
+
+
+def _stored_index(path: Path, md5: str) -> ChunkIndex | None:
+    """The index saved for the JSON with this md5, if there is one."""
+    try:
+        text = path.read_text()
+        return ChunkIndex.from_json(text) if json.loads(text).get("md5") == md5 else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def load_chunk_index(dataset: DatasetResource) -> ChunkIndex:
+    """The chunk index of the verified JSON.
+
+    Raises:
+        dg.Failure: when ``ffhq_metadata_json`` has not been materialized under this root.
+    """
+    path = dataset.metadata_dir / INDEX_NAME
+    try:
+        return ChunkIndex.from_json(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise dg.Failure(
+            f"no usable chunk index at {path}: materialize ffhq_metadata_json first ({exc})"
+        ) from exc
+
+
+IMAGE_METADATA_GATES = {
+    "row_count": "One row per image of the chunk (1,000, or the configured limit).",
+    "image_numbers": "Image numbers are exactly the chunk's range, each once.",
+    "landmarks_finite": "Every landmark, face rect and face quad coordinate is finite.",
+}
+_COORDINATES = ("face_landmarks", "face_rect", "face_quad")
+
+
+@dg.asset(
+    group_name="metadata",
+    partitions_def=chunk_partitions,
+    deps=[ffhq_metadata_json],
+    kinds={"parquet"},
+    check_specs=gate_specs("image_metadata", IMAGE_METADATA_GATES),
+)
+def image_metadata(
+    context: dg.AssetExecutionContext, dataset: DatasetResource
+) -> dg.MaterializeResult:
+    """Per-image metadata of one chunk: one Parquet row per image, validated field by field.
+
+    Read from the verified JSON starting at the chunk's indexed offset, so memory and time stay
+    proportional to the chunk. Each row holds the image number, FFHQ category, the in-the-wild
+    photo's URL, size, md5, pixel size and pixel md5, the 68 landmarks, face rect and quad, and
+    the Flickr author, license, URLs and dates. An unsafe file path, a key that does not match
+    its image number, or a malformed field fails the chunk with an error naming the entry.
+    """
+    chunk = context.partition_key
+    start = time.perf_counter()
+    numbers = expected_numbers(chunk, dataset.per_chunk_limit)
+    table = read_chunk(dataset.metadata_dir / JSON_NAME, load_chunk_index(dataset), chunk, numbers)
+    out = dataset.table_path("image_metadata", chunk)
+    size = write_table(table, out)
+    seconds = time.perf_counter() - start
+    context.log.info(f"chunk {chunk}: {table.num_rows} rows in {seconds:.2f} s -> {out}")
+
+    written = pq.read_table(out)
+    found = written.column("image_number").to_pylist()
+    coords = np.concatenate(
+        [
+            written.column(name).combine_chunks().flatten().to_numpy().reshape(len(found), -1)
+            for name in _COORDINATES
+        ],
+        axis=1,
+    )
+    checks = gate_results(
+        "image_metadata",
+        [
+            gates.row_count("row_count", written.num_rows, len(numbers)),
+            gates.exact_numbers("image_numbers", found, numbers),
+            gates.all_finite("landmarks_finite", found, coords, "landmarks, rect and quad"),
+        ],
+    )
+    preview = ["image_number", "category", "pixel_width", "pixel_height", "author", "license"]
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "dagster/row_count": written.num_rows,
+            "dagster/column_schema": column_schema(METADATA_SCHEMA, COLUMN_DESCRIPTIONS),
+            "bytes": size,
+            "seconds": round(seconds, 3),
+            "preview": dg.MetadataValue.md(markdown_preview(written, preview)),
+        },
+        check_results=checks,
+    )

@@ -1,0 +1,1 @@
+"""Pure logic with no Dagster import: downloads, Drive, JSON streaming, checks."""

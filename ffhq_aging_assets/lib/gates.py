@@ -1,0 +1,68 @@
+"""Data-quality gates as pure functions: each returns a :class:`Gate` saying pass or fail and why.
+
+The Dagster checks in ``ffhq_aging_assets.checks`` are thin wrappers around these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_SHOW = 10
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The outcome of one gate."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, float | int | str] = field(default_factory=dict)
+    blocking: bool = True
+
+
+def _some(values: Sequence[int]) -> str:
+    shown = ", ".join(f"{v:05d}" for v in values[:_SHOW])
+    return shown + (f" and {len(values) - _SHOW} more" if len(values) > _SHOW else "")
+
+
+def row_count(name: str, found: int, expected: int) -> Gate:
+    """Exactly ``expected`` rows."""
+    ok = found == expected
+    what = f"{found} rows" + ("" if ok else f", expected {expected}")
+    return Gate(name, ok, what, {"rows": found, "expected": expected})
+
+
+def exact_numbers(name: str, found: Sequence[int], expected: range) -> Gate:
+    """Image numbers are exactly ``expected``, each once."""
+    seen = np.asarray(found, dtype=np.int64)
+    values, counts = np.unique(seen, return_counts=True)
+    duplicates = values[counts > 1].tolist()
+    missing = sorted(set(expected) - set(values.tolist()))
+    extra = sorted(set(values.tolist()) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {_some(missing)}")
+    if extra:
+        problems.append(f"unexpected {_some(extra)}")
+    if duplicates:
+        problems.append(f"duplicated {_some(duplicates)}")
+    span = f"{expected[0]:05d}..{expected[-1]:05d}" if len(expected) else "none"
+    return Gate(
+        name,
+        not problems,
+        "; ".join(problems) if problems else f"image numbers are exactly {span}",
+        {"missing": len(missing), "unexpected": len(extra), "duplicated": len(duplicates)},
+    )
+
+
+def all_finite(name: str, numbers: Sequence[int], values: np.ndarray, what: str) -> Gate:
+    """Every row of ``values`` (one row per image) is finite."""
+    bad_rows = ~np.isfinite(values.reshape(len(numbers), -1)).all(axis=1) if len(numbers) else []
+    bad = [int(n) for n, b in zip(numbers, bad_rows, strict=True) if b]
+    if bad:
+        return Gate(name, False, f"{what} not finite for {_some(bad)}", {"bad_images": len(bad)})
+    return Gate(name, True, f"{what} finite for all {len(numbers)} images", {"bad_images": 0})

@@ -1,0 +1,505 @@
+"""Streaming parse of FFHQ's ``ffhq-dataset-v2.json`` into one table per chunk.
+
+The file is one JSON object of 70,000 entries (268 MB). ``json.load`` of it holds everything in
+memory (2.6 GB with the 2020 script's ordered dicts). Here the top-level object is walked by hand
+and each entry is decoded on its own by the standard library's C decoder from a bounded buffer,
+so memory stays at a few megabytes, errors carry the exact byte offset, and a chunk index (the
+byte offset of every chunk's first entry) lets one chunk be read without scanning the rest.
+
+Everything in the file is untrusted: every entry is validated field by field, and of the file
+paths only the name pattern ``NNNNN.png`` is ever used.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from ffhq_aging_assets.lib.chunks import CHUNK_KEYS, CHUNK_SIZE, NUM_IMAGES, chunk_of
+
+BLOCK = 1 << 20
+MAX_ENTRY_BYTES = 4 << 20
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_decoder = json.JSONDecoder()
+_scanstring = json.decoder.scanstring
+_STR = r'"[^"\\\x00-\x1f]*+(?:\\.[^"\\\x00-\x1f]*+)*+"'
+_PLAIN = r'[^"\[\]{}]*+'
+_LIST1 = rf"\[{_PLAIN}(?:{_STR}{_PLAIN})*+\]"
+_LIST2 = rf"\[{_PLAIN}(?:(?:{_LIST1}|{_STR}){_PLAIN})*+\]"
+_OBJ1 = rf"\{{{_PLAIN}(?:(?:{_STR}|{_LIST2}|{_LIST1}){_PLAIN})*+\}}"
+_SKIPPABLE = re.compile(_OBJ1)
+_ENTRY_SHAPE = re.compile(rf"\{{{_PLAIN}(?:(?:{_STR}|{_OBJ1}|{_LIST2}|{_LIST1}){_PLAIN})*+\}}")
+SKIP_ALL = frozenset({"*"})
+_WS_RE = re.compile(r"[ \t\n\r]*")
+_OPEN = re.compile(r"[ \t\n\r]*\{[ \t\n\r]*")
+_FIELD = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')
+_SEP = re.compile(r"[ \t\n\r]*([,}])")
+UNUSED_SECTIONS = frozenset({"image", "thumbnail"})
+
+
+class MetadataError(ValueError):
+    """The metadata file or one of its entries is malformed; the message says where."""
+
+
+class _NeedMore(Exception):
+    """The buffer ends inside the current entry, or the entry is malformed: more data decides.
+
+    Carries where and why decoding stopped, reported if no more data arrives.
+    """
+
+    def __init__(self, pos: int, why: str) -> None:
+        super().__init__(why)
+        self.pos = pos
+        self.why = why
+
+
+class _Reader:
+    """A bounded text window over a UTF-8 byte stream that remembers byte offsets."""
+
+    def __init__(self, stream: BinaryIO, start: int, name: str) -> None:
+        stream.seek(start)
+        self.stream = stream
+        self.name = name
+        self.decode = codecs.getincrementaldecoder("utf-8")()
+        self.buf = ""
+        self.base = start
+        self.eof = False
+
+    def byte_offset(self, pos: int) -> int:
+        head = self.buf[:pos]
+        return self.base + (len(head) if head.isascii() else len(head.encode("utf-8")))
+
+    def fill(self, keep_from: int) -> int:
+        """Drop text before ``keep_from``, read one more block; returns the shift applied."""
+        if self.eof:
+            raise MetadataError(
+                f"{self.name}: the file ends at byte {self.byte_offset(len(self.buf))} "
+                "inside the JSON object"
+            )
+        self.base = self.byte_offset(keep_from)
+        block = self.stream.read(BLOCK)
+        try:
+            text = self.decode.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            at = self.byte_offset(len(self.buf)) + exc.start
+            raise MetadataError(f"{self.name}: invalid UTF-8 near byte offset {at}") from None
+        self.eof = not block
+        self.buf = self.buf[keep_from:] + text
+        return keep_from
+
+    def error(self, pos: int, what: str) -> MetadataError:
+        return MetadataError(f"{self.name}: {what} at byte offset {self.byte_offset(pos)}")
+
+
+def iter_entries(
+    stream: BinaryIO,
+    *,
+    start: int = 0,
+    name: str = "metadata",
+    want_offset: Callable[[str], bool] = lambda key: False,
+    skip: frozenset[str] = UNUSED_SECTIONS,
+) -> Iterator[tuple[str, Any, int | None]]:
+    """Yield ``(key, value, offset)`` for each top-level entry of a JSON object.
+
+    Args:
+        stream: a binary file positioned anywhere; it is seeked to ``start``.
+        start: 0 for the whole file, or the byte offset of an entry's key (from a chunk index).
+        name: the file's name, for error messages.
+        want_offset: called with each key; where it returns True, ``offset`` is the byte offset
+            of that key's opening quote (else None).
+        skip: fields of each entry whose object values are matched but not decoded (they come
+            back as None); :data:`SKIP_ALL` matches whole entries (values are all None).
+
+    Raises:
+        MetadataError: with the byte offset of the first malformed byte.
+    """
+    r = _Reader(stream, start, name)
+    pos = 0
+    if start == 0:
+        while len(r.buf) < 2 and not r.eof:
+            r.fill(0)
+        match = _OPEN.match(r.buf)
+        if match is None:
+            raise r.error(_WS_RE.match(r.buf).end(), "expected a JSON object ('{')")
+        pos = match.end()
+        while pos >= len(r.buf) and not r.eof:
+            pos -= r.fill(pos)
+        if r.buf[pos : pos + 1] == "}":
+            return
+    while True:
+        entry_start = pos
+        while True:
+            try:
+                key, value, after, closed = _parse_entry(r, entry_start, skip)
+                break
+            except (_NeedMore, IndexError) as exc:
+                more = exc if isinstance(exc, _NeedMore) else _NeedMore(len(r.buf), "data ends")
+                if r.eof or len(r.buf) - entry_start > MAX_ENTRY_BYTES:
+                    if more.pos >= len(r.buf):
+                        raise r.error(more.pos, "the file ends inside the JSON object") from None
+                    raise r.error(more.pos, more.why) from None
+                entry_start -= r.fill(entry_start)
+        offset = r.byte_offset(entry_start) if want_offset(key) else None
+        yield key, value, offset
+        pos = after
+        if closed:
+            return
+
+
+def _field(buf: str, pos: int, what: str) -> tuple[str, int]:
+    """Match whitespace, a quoted name, a colon and whitespace."""
+    match = _FIELD.match(buf, pos)
+    if match is not None:
+        return match.group(1), match.end()
+    pos = _WS_RE.match(buf, pos).end()
+    if buf[pos] != '"':
+        raise _NeedMore(pos, f"expected a quoted {what}")
+    try:
+        name, pos = _scanstring(buf, pos + 1)
+    except json.JSONDecodeError as exc:
+        raise _NeedMore(exc.pos, exc.msg) from None
+    pos = _WS_RE.match(buf, pos).end()
+    if buf[pos] != ":":
+        raise _NeedMore(pos, f"expected ':' after {what} {name!r}")
+    return name, _WS_RE.match(buf, pos + 1).end()
+
+
+def _after_value(buf: str, pos: int, what: str) -> tuple[int, bool]:
+    """Match whitespace and ``,`` (more follows) or ``}`` (the object closes)."""
+    match = _SEP.match(buf, pos)
+    if match is None:
+        raise _NeedMore(_WS_RE.match(buf, pos).end(), f"expected ',' or '}}' after {what}")
+    return match.end(), match.group(1) == "}"
+
+
+def _value(buf: str, pos: int, where: str) -> tuple[Any, int]:
+    try:
+        return _decoder.raw_decode(buf, pos)
+    except json.JSONDecodeError as exc:
+        raise _NeedMore(exc.pos, f"{exc.msg} in entry {where!r}") from None
+
+
+def _parse_entry(r: _Reader, pos: int, skip: frozenset[str]) -> tuple[str, Any, int, bool]:
+    buf = r.buf
+    key, pos = _field(buf, pos, "key")
+    if skip is SKIP_ALL:
+        match = _ENTRY_SHAPE.match(buf, pos)
+        if match is None:
+            raise _NeedMore(pos, f"malformed entry {key!r}")
+        value, pos = None, match.end()
+    elif skip and buf[pos] == "{":
+        value, pos = _object_skipping(buf, pos, skip, key)
+    else:
+        value, pos = _value(buf, pos, key)
+    pos, closed = _after_value(buf, pos, f"entry {key!r}")
+    return key, value, pos, closed
+
+
+def _object_skipping(
+    buf: str, pos: int, skip: frozenset[str], entry: str
+) -> tuple[dict[str, Any], int]:
+    """Decode an entry object, matching (not decoding) the values of the ``skip`` fields.
+
+    The skipped values (the aligned-image and thumbnail sections, two thirds of the file's
+    numbers) are never used: they are checked to be balanced brackets and strings, which is
+    several times cheaper than building them as Python objects.
+    """
+    out: dict[str, Any] = {}
+    pos = _OPEN.match(buf, pos).end()  # type: ignore[union-attr]
+    if buf[pos] == "}":
+        return out, pos + 1
+    closed = False
+    while not closed:
+        name, pos = _field(buf, pos, f"field name in entry {entry!r}")
+        if name in skip and buf[pos] == "{":
+            match = _SKIPPABLE.match(buf, pos)
+            if match is None:
+                raise _NeedMore(pos, f"malformed field {name!r} in entry {entry!r}")
+            out[name], pos = None, match.end()
+        else:
+            out[name], pos = _value(buf, pos, entry)
+        pos, closed = _after_value(buf, pos, f"field {name!r} in entry {entry!r}")
+    return out, pos
+
+
+@dataclass(frozen=True)
+class ChunkIndex:
+    """Byte offset of each chunk's first entry in a metadata file, and its entry count."""
+
+    entries: int
+    offsets: dict[str, int]
+
+    def to_json(self) -> str:
+        """Serialise for a sidecar file."""
+        return json.dumps({"entries": self.entries, "offsets": self.offsets})
+
+    @classmethod
+    def from_json(cls, text: str) -> ChunkIndex:
+        """Read a sidecar written by :meth:`to_json`."""
+        data = json.loads(text)
+        offsets = {str(k): int(v) for k, v in data["offsets"].items() if k in CHUNK_KEYS}
+        return cls(entries=int(data["entries"]), offsets=offsets)
+
+
+def index_chunks(path: Path, on_entry: Callable[[int], None] | None = None) -> ChunkIndex:
+    """One streaming pass over the whole file: syntax, key order, and chunk offsets.
+
+    Raises:
+        MetadataError: malformed JSON (with byte offset) or keys out of order.
+    """
+    offsets: dict[str, int] = {}
+    count = 0
+    with path.open("rb") as f:
+        for key, _value, offset in iter_entries(
+            f,
+            name=path.name,
+            want_offset=lambda k: k.isdigit() and int(k) % CHUNK_SIZE == 0,
+            skip=SKIP_ALL,
+        ):
+            if key != str(count):
+                raise MetadataError(
+                    f"{path.name}: entry {count} has key {key!r}; keys must be 0, 1, 2, ... in order"
+                )
+            if offset is not None:
+                offsets[chunk_of(count)] = offset
+            count += 1
+            if count > NUM_IMAGES:
+                raise MetadataError(f"{path.name}: more than {NUM_IMAGES} entries")
+            if on_entry is not None:
+                on_entry(count)
+    return ChunkIndex(entries=count, offsets=offsets)
+
+
+METADATA_SCHEMA = pa.schema(
+    [
+        pa.field("image_number", pa.int32(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("file_url", pa.string(), nullable=False),
+        pa.field("file_size", pa.int64(), nullable=False),
+        pa.field("file_md5", pa.string(), nullable=False),
+        pa.field("pixel_width", pa.int32(), nullable=False),
+        pa.field("pixel_height", pa.int32(), nullable=False),
+        pa.field("pixel_md5", pa.string(), nullable=False),
+        pa.field("face_rect", pa.list_(pa.float64(), 4), nullable=False),
+        pa.field("face_landmarks", pa.list_(pa.float64(), 136), nullable=False),
+        pa.field("face_quad", pa.list_(pa.float64(), 8), nullable=False),
+        pa.field("photo_url", pa.string()),
+        pa.field("photo_title", pa.string()),
+        pa.field("author", pa.string()),
+        pa.field("country", pa.string()),
+        pa.field("license", pa.string()),
+        pa.field("license_url", pa.string()),
+        pa.field("date_uploaded", pa.string()),
+        pa.field("date_crawled", pa.string()),
+    ]
+)
+_TEXT_FIELDS = (
+    "photo_url", "photo_title", "author", "country", "license", "license_url",
+    "date_uploaded", "date_crawled",
+)
+COLUMN_DESCRIPTIONS = {
+    "image_number": "FFHQ image number, 0..69999",
+    "category": "training or validation (FFHQ's own split)",
+    "file_url": "where the in-the-wild photo is downloaded from",
+    "file_size": "bytes of the in-the-wild PNG",
+    "file_md5": "md5 of the in-the-wild PNG file",
+    "pixel_width": "width of the in-the-wild photo",
+    "pixel_height": "height of the in-the-wild photo",
+    "pixel_md5": "md5 of the decoded pixels (numpy array bytes)",
+    "face_rect": "dlib face rectangle [left, top, right, bottom]",
+    "face_landmarks": "68 dlib landmarks, flattened x0, y0, x1, y1, ...",
+    "face_quad": "FFHQ's own crop quad, flattened",
+    **{name: f"Flickr {name.replace('_', ' ')}" for name in _TEXT_FIELDS},
+}
+
+
+_NUMERIC = {"face_rect": (4,), "face_landmarks": (68, 2), "face_quad": (4, 2)}
+_NUMERIC_TYPES = {
+    name: pa.list_(pa.list_(pa.float64(), shape[1]), shape[0]) if len(shape) == 2
+    else pa.list_(pa.float64(), shape[0])
+    for name, shape in _NUMERIC.items()
+}
+
+
+class TableBuilder:
+    """Validates metadata entries one by one and builds a :data:`METADATA_SCHEMA` table.
+
+    Scalar fields are checked per entry; the numeric arrays (landmarks, rect, quad) are
+    converted in bulk by Arrow, and only when that fails is the offending entry searched for,
+    so a clean chunk pays no per-number Python cost.
+    """
+
+    def __init__(self, name: str = "metadata") -> None:
+        self.name = name
+        self.columns: dict[str, list[Any]] = {f.name: [] for f in METADATA_SCHEMA}
+
+    def __len__(self) -> int:
+        return len(self.columns["image_number"])
+
+    def add(self, key: str, value: Any) -> None:
+        """Validate one entry and append it.
+
+        Raises:
+            MetadataError: naming the entry and field, for anything malformed or unsafe.
+        """
+        where = f"{self.name}: entry {key!r}"
+        if not isinstance(value, dict):
+            raise MetadataError(f"{where} is not a JSON object")
+        if not key.isdigit() or str(int(key)) != key or int(key) >= NUM_IMAGES:
+            raise MetadataError(f"{where}: key is not an image number 0..{NUM_IMAGES - 1}")
+        number = int(key)
+        category = value.get("category")
+        if category not in ("training", "validation"):
+            raise MetadataError(f"{where}: category {category!r:.40} is not training or validation")
+        wild, meta = value.get("in_the_wild"), value.get("metadata")
+        if not isinstance(wild, dict) or not isinstance(meta, dict):
+            raise MetadataError(f"{where}: 'in_the_wild' or 'metadata' is missing or not an object")
+        file_path = wild.get("file_path")
+        if not isinstance(file_path, str):
+            raise MetadataError(f"{where}: file_path is missing")
+        _check_file_path(where, file_path, number)
+        url = wild.get("file_url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise MetadataError(f"{where}: file_url {url!r:.80} is not an http(s) URL")
+        size = wild.get("file_size")
+        if type(size) is not int or not 0 < size < 1 << 34:
+            raise MetadataError(f"{where}: file_size {size!r:.40} is not a positive size")
+        md5s = {}
+        for k in ("file_md5", "pixel_md5"):
+            v = wild.get(k)
+            if not isinstance(v, str) or not _MD5.match(v.lower()):
+                raise MetadataError(f"{where}: {k} {v!r:.80} is not an md5 hex digest")
+            md5s[k] = v.lower()
+        dims = wild.get("pixel_size")
+        if (
+            not isinstance(dims, list)
+            or len(dims) != 2
+            or any(type(d) is not int or not 0 < d <= 65_535 for d in dims)
+        ):
+            raise MetadataError(f"{where}: pixel_size {dims!r:.40} is not [width, height]")
+        text = []
+        for k in _TEXT_FIELDS:
+            v = meta.get(k, "")
+            if not isinstance(v, str):
+                raise MetadataError(f"{where}: metadata field {k!r} is not a string")
+            text.append(v)
+        numeric = [wild.get(k) for k in _NUMERIC]
+        for k, v in zip(_NUMERIC, numeric, strict=True):
+            if not isinstance(v, list):
+                raise MetadataError(f"{where}: field {k!r} is missing or not a list")
+        c = self.columns
+        c["image_number"].append(number)
+        c["category"].append(category)
+        c["file_url"].append(url)
+        c["file_size"].append(size)
+        c["file_md5"].append(md5s["file_md5"])
+        c["pixel_md5"].append(md5s["pixel_md5"])
+        c["pixel_width"].append(dims[0])
+        c["pixel_height"].append(dims[1])
+        for k, v in zip(_TEXT_FIELDS, text, strict=True):
+            c[k].append(v)
+        for k, v in zip(_NUMERIC, numeric, strict=True):
+            c[k].append(v)
+
+    def table(self) -> pa.Table:
+        """The validated entries as a table.
+
+        Raises:
+            MetadataError: naming the first entry whose numeric arrays are malformed.
+        """
+        arrays = []
+        for field in METADATA_SCHEMA:
+            values = self.columns[field.name]
+            if field.name in _NUMERIC:
+                arrays.append(self._numeric(field, values))
+            else:
+                arrays.append(pa.array(values, field.type))
+        return pa.Table.from_arrays(arrays, schema=METADATA_SCHEMA)
+
+    def _numeric(self, field: pa.Field, values: list[Any]) -> pa.Array:
+        nested = _NUMERIC_TYPES[field.name]
+        try:
+            arr = pa.array(values, nested)
+            flat = arr.flatten().flatten() if pa.types.is_fixed_size_list(nested.value_type) else arr.flatten()
+            if arr.null_count == 0 and flat.null_count == 0:
+                return pa.FixedSizeListArray.from_arrays(flat, field.type.list_size)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            pass
+        shape = "x".join(map(str, _NUMERIC[field.name]))
+        for number, value in zip(self.columns["image_number"], values, strict=True):
+            try:
+                one = pa.array([value], nested)
+                ok = one.null_count == 0 and one.flatten().null_count == 0
+                if ok and pa.types.is_fixed_size_list(nested.value_type):
+                    ok = one.flatten().flatten().null_count == 0
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                ok = False
+            if not ok:
+                raise MetadataError(
+                    f"{self.name}: entry '{number}': field {field.name!r} must be {shape} numbers"
+                )
+        raise MetadataError(f"{self.name}: field {field.name!r} could not be converted")
+
+
+def _check_file_path(where: str, file_path: str, number: int) -> None:
+    parts = file_path.split("/")
+    unsafe = (
+        file_path.startswith("/")
+        or any(c in file_path for c in "\\\x00:")
+        or any(part in ("..", ".") for part in parts)
+    )
+    if unsafe:
+        raise MetadataError(f"{where}: unsafe file_path {file_path!r:.120}")
+    if parts[-1] != f"{number:05d}.png":
+        raise MetadataError(
+            f"{where}: file_path {file_path!r:.120} does not name image {number:05d}.png"
+        )
+
+
+def read_chunk(path: Path, index: ChunkIndex, chunk_key: str, numbers: range) -> pa.Table:
+    """Parse and validate the entries ``numbers`` of one chunk, starting at its indexed offset.
+
+    Raises:
+        MetadataError: the file has no such entries, or one of them is malformed or unsafe.
+    """
+    if chunk_key not in index.offsets:
+        raise MetadataError(
+            f"{path.name} has {index.entries} entries: none for chunk {chunk_key}"
+        )
+    builder = TableBuilder(path.name)
+    with path.open("rb") as f:
+        for key, value, _ in iter_entries(f, start=index.offsets[chunk_key], name=path.name):
+            expected = numbers[len(builder)]
+            if key != str(expected):
+                raise MetadataError(f"{path.name}: expected entry {expected}, found key {key!r}")
+            builder.add(key, value)
+            if len(builder) == len(numbers):
+                break
+    if len(builder) < len(numbers):
+        raise MetadataError(
+            f"{path.name} ends after entry {numbers[0] + len(builder) - 1}: "
+            f"chunk {chunk_key} needs entries {numbers[0]}..{numbers[-1]}"
+        )
+    return builder.table()
+
+
+def iter_chunk_tables(path: Path) -> Iterator[tuple[str, pa.Table]]:
+    """Every chunk's table in one pass over the whole file (for bulk conversion)."""
+    builder = TableBuilder(path.name)
+    with path.open("rb") as f:
+        for count, (key, value, _) in enumerate(iter_entries(f, name=path.name)):
+            if key != str(count):
+                raise MetadataError(f"{path.name}: entry {count} has key {key!r}")
+            builder.add(key, value)
+            if len(builder) == CHUNK_SIZE:
+                yield chunk_of(count), builder.table()
+                builder = TableBuilder(path.name)
+    if len(builder):
+        yield chunk_of(builder.columns["image_number"][0]), builder.table()

@@ -1,0 +1,155 @@
+"""Configurable resources: where the dataset lives, where inputs come from, how to fetch them."""
+
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
+from ffhq_aging_assets.lib.sources import (
+    DriveHttpSource,
+    Fetched,
+    LocalFolderSource,
+    PyDriveSource,
+    Source,
+)
+
+METADATA_URL = "https://drive.google.com/uc?id=16N0RV4fHI6joBuKbQAoG34V_cQk7vxSA"
+METADATA_SIZE = 267_793_842
+METADATA_MD5 = "425ae20f06a4da1d4dc0f46d40ba5fd6"
+LICENSE_URL = "https://drive.google.com/uc?id=1SHafCugkpMZzYhbgOz0zCuYiy-hb9lYX"
+LICENSE_SIZE = 1_610
+LICENSE_MD5 = "724f3831aaecd61a84fe98500079abc2"
+
+
+class DatasetResource(dg.ConfigurableResource):
+    """Where the dataset is built, at what resolution, and how many images per chunk."""
+
+    root: str = Field(default="data", description="Folder that receives every output.")
+    resolution: int = Field(default=256, ge=64, le=1024, description="Output size R (R x R).")
+    limit: int = Field(
+        default=0, ge=0, le=1000, description="Images per chunk; 0 means the whole chunk."
+    )
+
+    @property
+    def root_path(self) -> Path:
+        """The root folder, absolute."""
+        return Path(self.root).expanduser().resolve()
+
+    @property
+    def metadata_dir(self) -> Path:
+        """Where the metadata JSON, its chunk index and the FFHQ LICENSE are kept."""
+        return self.root_path / "metadata"
+
+    def table_path(self, asset: str, chunk: str) -> Path:
+        """The Parquet file of one asset and chunk."""
+        return self.root_path / "tables" / asset / f"{chunk}.parquet"
+
+    @property
+    def per_chunk_limit(self) -> int | None:
+        """The limit as an optional count."""
+        return self.limit or None
+
+
+class MetadataLocations(dg.ConfigurableResource):
+    """Where the FFHQ metadata JSON and LICENSE come from (URL or local path) and their checksums.
+
+    The defaults are the published files; when the URL is changed, set the checksums too, or
+    leave them empty to accept the file unverified.
+    """
+
+    metadata_url: str = METADATA_URL
+    metadata_md5: str | None = METADATA_MD5
+    metadata_size: int | None = METADATA_SIZE
+    license_url: str = LICENSE_URL
+    license_md5: str | None = LICENSE_MD5
+    license_size: int | None = LICENSE_SIZE
+
+    @property
+    def metadata(self) -> FileSpec:
+        """The metadata JSON."""
+        return FileSpec(
+            self.metadata_url, "ffhq-dataset-v2.json", self.metadata_size, self.metadata_md5
+        )
+
+    @property
+    def license(self) -> FileSpec:
+        """FFHQ's LICENSE.txt."""
+        return FileSpec(self.license_url, "LICENSE.txt", self.license_size, self.license_md5)
+
+
+class FileSourceResource(dg.ConfigurableResource):
+    """How files are fetched: anonymous Drive, Drive with a Google account, or a local folder.
+
+    ``drive`` downloads anonymously (Drive's daily quota applies); ``pydrive`` signs in with a
+    Google account through ``client_secrets`` (browser, or ``cmd_auth`` for a terminal);
+    ``local`` uses files already in ``local_dir`` and falls back to anonymous Drive for the rest
+    unless ``local_only`` is set.
+    """
+
+    kind: Literal["drive", "pydrive", "local"] = "drive"
+    local_dir: str | None = None
+    local_only: bool = False
+    client_secrets: str = Field(
+        default="client_secrets.json", description="OAuth client file (FFHQ_CLIENT_SECRETS)."
+    )
+    credentials_file: str = Field(
+        default="~/.config/ffhq-aging/drive-credentials.json",
+        description="Where pydrive2 keeps the signed-in credentials.",
+    )
+    cmd_auth: bool = False
+    num_attempts: int = Field(default=5, ge=1, le=50)
+    num_threads: int = Field(default=8, ge=1, le=64)
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+
+    _source: Source | None = PrivateAttr(default=None)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy these settings describe."""
+        return RetryPolicy(
+            attempts=self.num_attempts,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Build the source once per step (pydrive signs in lazily, on first use)."""
+        self._source = self.build()
+
+    def build(self) -> Source:
+        """The source these settings describe."""
+        drive = DriveHttpSource(self.policy)
+        if self.kind == "drive":
+            return drive
+        if self.kind == "pydrive":
+            return PyDriveSource(
+                Path(self.client_secrets).expanduser(),
+                Path(self.credentials_file).expanduser(),
+                cmd_auth=self.cmd_auth,
+                policy=self.policy,
+            )
+        if not self.local_dir:
+            raise ValueError("file source 'local' needs local_dir: the folder with your FFHQ files")
+        fallback = None if self.local_only else drive
+        return LocalFolderSource(Path(self.local_dir).expanduser(), fallback)
+
+    def fetch(self, spec: FileSpec, dest: Path) -> Fetched:
+        """A verified local copy of ``spec``."""
+        source = self._source or self.build()
+        return source.fetch(spec, dest)
+
+
+def client_secrets_setting() -> str | dg.EnvVar:
+    """``FFHQ_CLIENT_SECRETS`` when set (resolved at run time, never logged), else the default.
+
+    Only the variable's presence is looked at here: an unset ``EnvVar`` would fail every run,
+    including the many that never use pydrive.
+    """
+    if "FFHQ_CLIENT_SECRETS" in os.environ:
+        return dg.EnvVar("FFHQ_CLIENT_SECRETS")
+    return "client_secrets.json"

@@ -1,0 +1,54 @@
+"""Shared fixtures: a fake Google Drive on loopback, synthetic metadata, a private instance."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ffhq_aging_assets_tests.fake_drive import FakeDrive
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy may divert loopback requests."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def drive() -> Iterator[FakeDrive]:
+    server = FakeDrive().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private DAGSTER_HOME with the project's instance settings."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    project_yaml = Path(__file__).parents[1] / "dagster.yaml"
+    (home / "dagster.yaml").write_text(project_yaml.read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import importlib.util
+
+    has_cuda = False
+    if importlib.util.find_spec("torch") is not None and os.environ.get("FFHQ_SKIP_GPU") != "1":
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
