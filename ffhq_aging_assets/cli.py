@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -32,22 +33,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ffhq-aging", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="materialize the asset graph for chosen chunks")
-    b.add_argument("--partitions", default="00000",
-                   help="chunk keys (00000,01000), a range (00000-05000) or 'all' [00000]")
-    b.add_argument("--select", default=None,
-                   help="asset selection, e.g. 'image_metadata' or 'group:metadata' [everything]")
-    b.add_argument("--limit", type=_positive, default=0,
-                   help="only the first N images of each chunk (the 2020 --debug was 50)")
+    b.add_argument(
+        "--partitions",
+        default="00000",
+        help="chunk keys (00000,01000), a range (00000-05000) or 'all' [00000]",
+    )
+    b.add_argument(
+        "--select",
+        default=None,
+        help="asset selection, e.g. 'image_metadata' or 'group:metadata' [everything]",
+    )
+    b.add_argument(
+        "--limit",
+        type=_positive,
+        default=0,
+        help="only the first N images of each chunk (the 2020 --debug was 50)",
+    )
     b.add_argument("--resolution", type=int, default=256, help="output size R x R [256]")
     b.add_argument("--root", default="data", help="output folder [./data]")
-    b.add_argument("--source", default="drive",
-                   help="drive (anonymous), pydrive (Google account) or local:DIR [drive]")
-    b.add_argument("--local-only", action="store_true",
-                   help="with local:DIR, never fall back to Drive for missing files")
-    b.add_argument("--cmd-auth", action="store_true",
-                   help="pydrive: sign in by pasting a code in the terminal (no browser)")
-    b.add_argument("--client-secrets", default=None,
-                   help="pydrive: OAuth client file [$FFHQ_CLIENT_SECRETS or client_secrets.json]")
+    b.add_argument(
+        "--source",
+        default="drive",
+        help="drive (anonymous), pydrive (Google account) or local:DIR [drive]",
+    )
+    b.add_argument(
+        "--local-only",
+        action="store_true",
+        help="with local:DIR, never fall back to Drive for missing files",
+    )
+    b.add_argument(
+        "--cmd-auth",
+        action="store_true",
+        help="pydrive: sign in by pasting a code in the terminal (no browser)",
+    )
+    b.add_argument(
+        "--client-secrets",
+        default=None,
+        help="pydrive: OAuth client file [$FFHQ_CLIENT_SECRETS or client_secrets.json]",
+    )
     b.add_argument("--num-threads", type=int, default=8, help="download threads per step [8]")
     b.add_argument("--num-attempts", type=int, default=5, help="attempts per file [5]")
     b.add_argument("--metadata-url", default=None, help="URL or path of ffhq-dataset-v2.json")
@@ -56,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--license-url", default=None, help="URL or path of FFHQ's LICENSE.txt")
     b.add_argument("--license-md5", default=None, help="its md5 (with --license-url)")
     b.add_argument("--license-size", type=int, default=None, help="its size in bytes")
+    ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
+    ui.add_argument(
+        "dagster_args", nargs=argparse.REMAINDER, help="passed to dagster dev, e.g. -p 3001"
+    )
     return parser
 
 
@@ -67,12 +94,15 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
         "cmd_auth": args.cmd_auth,
     }
     if args.source.startswith("local:"):
-        source.update(kind="local", local_dir=str(Path(args.source[6:]).resolve()),
-                      local_only=args.local_only)
+        source.update(
+            kind="local", local_dir=str(Path(args.source[6:]).resolve()), local_only=args.local_only
+        )
     elif args.source in ("drive", "pydrive"):
         source["kind"] = args.source
     else:
-        raise SystemExit(f"ffhq-aging: --source must be drive, pydrive or local:DIR, not {args.source!r}")
+        raise SystemExit(
+            f"ffhq-aging: --source must be drive, pydrive or local:DIR, not {args.source!r}"
+        )
     if args.client_secrets:
         source["client_secrets"] = str(Path(args.client_secrets).resolve())
     locations: dict[str, Any] = {}
@@ -85,8 +115,13 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
             locations[f"{name}_size"] = getattr(args, f"{name}_size")
     return {
         "resources": {
-            "dataset": {"config": {"root": str(Path(args.root).resolve()),
-                                   "resolution": args.resolution, "limit": args.limit}},
+            "dataset": {
+                "config": {
+                    "root": str(Path(args.root).resolve()),
+                    "resolution": args.resolution,
+                    "limit": args.limit,
+                }
+            },
             "file_source": {"config": source},
             "metadata_locations": {"config": locations},
         }
@@ -111,10 +146,20 @@ def _failures(result: Any) -> list[str]:
     messages = []
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
         messages.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
     if not messages and not result.success:
         messages = [e.message for e in result.all_events if e.event_type_value == "RUN_FAILURE"]
     return messages or ["see the run's logs in the UI"]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def build(args: argparse.Namespace) -> int:
@@ -133,20 +178,25 @@ def build(args: argparse.Namespace) -> int:
 
     graph = defs.resolve_asset_graph()
     try:
-        selection = dg.AssetSelection.from_string(args.select) if args.select else dg.AssetSelection.all()
+        selection = (
+            dg.AssetSelection.from_string(args.select) if args.select else dg.AssetSelection.all()
+        )
         keys = selection.resolve(graph)
     except Exception as exc:
         raise SystemExit(f"ffhq-aging: bad --select {args.select!r}: {exc}") from None
     shared = keys & SHARED_INPUTS.resolve(graph)
     per_chunk = keys - shared
     instance = dg.DagsterInstance.get()
-    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; root {config['resources']['dataset']['config']['root']}")
+    root = config["resources"]["dataset"]["config"]["root"]
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; root {root}")
 
     if shared:
-        job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", ("shared_inputs",))
+        job = dg.build_reconstructable_job(
+            "ffhq_aging_assets.definitions", "job", ("shared_inputs",)
+        )
         result = dg.execute_job(job, instance, run_config=config, asset_selection=sorted(shared))
         if not result.success:
-            print("shared inputs failed (run %s):" % result.run_id, *_failures(result), sep="\n  ")
+            print(f"shared inputs failed (run {result.run_id}):", *_failures(result), sep="\n  ")
             return 1
         print(f"shared inputs ready (run {result.run_id})")
     if not per_chunk:
@@ -158,24 +208,32 @@ def build(args: argparse.Namespace) -> int:
     for done, chunk in enumerate(chunks, start=1):
         t0 = time.monotonic()
         result = dg.execute_job(
-            job, instance, run_config=config, tags={"dagster/partition": chunk},
+            job,
+            instance,
+            run_config=config,
+            tags={"dagster/partition": chunk},
             asset_selection=sorted(per_chunk),
         )
         checks = result.get_asset_check_evaluations()
-        failed_checks = [f"{c.asset_key.to_user_string()}.{c.check_name}" for c in checks if not c.passed]
-        elapsed = time.monotonic() - started
-        eta = elapsed / done * (len(chunks) - done)
+        failed_checks = [
+            f"{c.asset_key.to_user_string()}.{c.check_name}" for c in checks if not c.passed
+        ]
+        eta = (time.monotonic() - started) / done * (len(chunks) - done)
         status = "ok" if result.success and not failed_checks else "FAILED"
-        print(f"[{done}/{len(chunks)}] chunk {chunk}: {status} in {time.monotonic() - t0:.1f} s, "
-              f"{len(checks) - len(failed_checks)}/{len(checks)} checks passed, "
-              f"ETA {eta / 60:.1f} min (run {result.run_id})")
+        print(
+            f"[{done}/{len(chunks)}] chunk {chunk}: {status} in {time.monotonic() - t0:.1f} s, "
+            f"{len(checks) - len(failed_checks)}/{len(checks)} checks passed, "
+            f"ETA {_duration(eta)} (run {result.run_id})"
+        )
         if status != "ok":
             failed.append(chunk)
             for line in _failures(result) + [f"check failed: {c}" for c in failed_checks]:
                 print(f"    {line}")
     if failed:
-        print(f"{len(failed)} chunk(s) failed: {', '.join(failed)}. Run the same command again to "
-              "redo only what is missing or invalid.")
+        print(
+            f"{len(failed)} chunk(s) failed: {', '.join(failed)}. Run the same command again to "
+            "redo only what is missing or invalid."
+        )
         return 1
     return 0
 
@@ -185,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "build":
         return build(args)
+    if args.command == "ui":
+        ensure_dagster_home()
+        command = [sys.executable, "-m", "dagster", "dev", "-m", "ffhq_aging_assets.definitions"]
+        return subprocess.call(command + args.dagster_args)
     return 2
 
 

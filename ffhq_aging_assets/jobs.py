@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from ffhq_aging_assets.partitions import chunk_partitions
-
 SHARED_INPUTS = dg.AssetSelection.assets("ffhq_metadata_json")
 CHUNK_ASSETS = dg.AssetSelection.all() - SHARED_INPUTS
 
@@ -15,13 +13,11 @@ shared_inputs_job = dg.define_asset_job(
 chunks_job = dg.define_asset_job(
     "chunks",
     selection=CHUNK_ASSETS,
-    partitions_def=chunk_partitions,
     description="Every per-chunk asset for one chunk (one run per chunk).",
 )
 metadata_job = dg.define_asset_job(
     "metadata_stage",
     selection=dg.AssetSelection.groups("metadata") - SHARED_INPUTS,
-    partitions_def=chunk_partitions,
     description="The metadata tables of one chunk.",
 )
 

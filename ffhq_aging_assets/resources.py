@@ -1,6 +1,5 @@
 """Configurable resources: where the dataset lives, where inputs come from, how to fetch them."""
 
-
 import os
 from pathlib import Path
 from typing import Literal
@@ -103,6 +102,7 @@ class FileSourceResource(dg.ConfigurableResource):
     cmd_auth: bool = False
     num_attempts: int = Field(default=5, ge=1, le=50)
     num_threads: int = Field(default=8, ge=1, le=64)
+    backoff: float = Field(default=2.0, ge=0, description="First wait between attempts (s).")
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
 
@@ -113,6 +113,7 @@ class FileSourceResource(dg.ConfigurableResource):
         """The retry policy these settings describe."""
         return RetryPolicy(
             attempts=self.num_attempts,
+            backoff=self.backoff,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
         )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from ffhq_aging_assets.lib.synthetic import write_ffhq_json
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
 
 DATA = Path(__file__).parent / "data"
@@ -52,3 +56,60 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@dataclass
+class SyntheticFFHQ:
+    """A synthetic metadata JSON and LICENSE served by the fake Drive."""
+
+    drive: FakeDrive
+    json_path: Path
+    metadata_url: str
+    metadata_md5: str
+    metadata_size: int
+    license_url: str
+    license_md5: str
+    license_size: int
+
+    def locations(self) -> dict[str, object]:
+        return {
+            "metadata_url": self.metadata_url,
+            "metadata_md5": self.metadata_md5,
+            "metadata_size": self.metadata_size,
+            "license_url": self.license_url,
+            "license_md5": self.license_md5,
+            "license_size": self.license_size,
+        }
+
+
+LICENSE_TEXT = b"Synthetic stand-in for FFHQ's LICENSE.txt\n"
+
+
+def serve_synthetic(
+    drive: FakeDrive, folder: Path, count: int = 2100, mutate=None
+) -> SyntheticFFHQ:
+    """Write a ``count``-entry JSON in the published layout and serve it with a LICENSE."""
+    path = folder / "ffhq-dataset-v2.json"
+    write_ffhq_json(path, count, seed=11)
+    if mutate is not None:
+        data = json.loads(path.read_text())
+        mutate(data)
+        path.write_text(json.dumps(data))
+    raw = path.read_bytes()
+    return SyntheticFFHQ(
+        drive=drive,
+        json_path=path,
+        metadata_url=drive.add("metadataJson0001", raw, "ffhq-dataset-v2.json"),
+        metadata_md5=hashlib.md5(raw).hexdigest(),
+        metadata_size=len(raw),
+        license_url=drive.add("licenseTxt00001", LICENSE_TEXT, "LICENSE.txt"),
+        license_md5=hashlib.md5(LICENSE_TEXT).hexdigest(),
+        license_size=len(LICENSE_TEXT),
+    )
+
+
+@pytest.fixture
+def synthetic(drive: FakeDrive, tmp_path: Path) -> SyntheticFFHQ:
+    src = tmp_path / "served"
+    src.mkdir()
+    return serve_synthetic(drive, src)

@@ -138,7 +138,9 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                         self._send(200, QUOTA_PAGE.encode(), "text/html; charset=utf-8")
                         return
                     page = VIRUS_SCAN_PAGE.format(
-                        id=file_id, name=f.name, size_h=f"{len(f.data) // 1024}K",
+                        id=file_id,
+                        name=f.name,
+                        size_h=f"{len(f.data) // 1024}K",
                         base=drive.base.replace("127.0.0.1", "localhost"),
                         uuid=drive.new_uuid(file_id),
                     )
@@ -147,7 +149,9 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 if f.large and f.legacy and "confirm" not in query:
                     page = LEGACY_PAGE.format(id=file_id, token="Xy_9")
                     self._send(
-                        200, page.encode(), "text/html; charset=utf-8",
+                        200,
+                        page.encode(),
+                        "text/html; charset=utf-8",
                         {"Set-Cookie": f"download_warning_{file_id}=Xy_9; Path=/"},
                     )
                     return
@@ -172,8 +176,12 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
             if fault == "quota":
                 self._send(403, QUOTA_PAGE.encode(), "text/html; charset=utf-8")
             elif fault in ("500", "503", "429"):
-                self._send(int(fault), b"<html><body>Error</body></html>", "text/html",
-                           {"Retry-After": "0"})
+                self._send(
+                    int(fault),
+                    b"<html><body>Error</body></html>",
+                    "text/html",
+                    {"Retry-After": "0"},
+                )
             elif fault == "html":
                 self._send(200, UNKNOWN_PAGE.encode(), "text/html; charset=utf-8")
             elif fault == "truncate":
@@ -202,8 +210,12 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                     pass
                 self.close_connection = True
             else:
-                self._send(200, data, "application/octet-stream",
-                           {"Content-Disposition": f'attachment; filename="{f.name}"'})
+                self._send(
+                    200,
+                    data,
+                    "application/octet-stream",
+                    {"Content-Disposition": f'attachment; filename="{f.name}"'},
+                )
 
         def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
             self.send_response(status)

@@ -160,13 +160,20 @@ def test_one_session_per_thread() -> None:
 
 
 def test_interpret_pages() -> None:
-    page = VIRUS_SCAN_PAGE.format(id="abcdefghij12", name="f", size_h="1K",
-                                  base="https://drive.usercontent.google.com", uuid="u-1")
+    page = VIRUS_SCAN_PAGE.format(
+        id="abcdefghij12",
+        name="f",
+        size_h="1K",
+        base="https://drive.usercontent.google.com",
+        uuid="u-1",
+    )
     nxt = interpret_html(page, "https://drive.google.com/uc?id=abcdefghij12")
     assert nxt.url == "https://drive.usercontent.google.com/download"
     assert nxt.params == {"id": "abcdefghij12", "export": "download", "confirm": "t", "uuid": "u-1"}
-    legacy = interpret_html(LEGACY_PAGE.format(id="abcdefghij12", token="T0k"),
-                            "https://drive.google.com/uc?id=abcdefghij12")
+    legacy = interpret_html(
+        LEGACY_PAGE.format(id="abcdefghij12", token="T0k"),
+        "https://drive.google.com/uc?id=abcdefghij12",
+    )
     assert legacy.url == "https://drive.google.com/uc?export=download&confirm=T0k&id=abcdefghij12"
     with pytest.raises(DriveQuotaError):
         interpret_html(QUOTA_PAGE, "https://drive.google.com/uc")

@@ -1,6 +1,5 @@
 """The metadata stage: the verified FFHQ JSON, and one table of image metadata per chunk."""
 
-
 import json
 import shutil
 import time
@@ -32,8 +31,10 @@ INDEX_NAME = "ffhq-dataset-v2.chunks.json"
 
 
 def _fetch_shared(source: FileSourceResource, spec: FileSpec, dest: Path) -> tuple[bool, int, str]:
-    """Fetch a file every chunk shares into the root, under a lock: concurrent chunk runs wait
-    for one download instead of starting their own. Returns (fetched, size, md5)."""
+    """Fetch a file every chunk shares into the root; returns (fetched, size, md5).
+
+    Under a lock: concurrent chunk runs wait for one download instead of starting their own.
+    """
     with file_lock(dest.with_name(f".{dest.name}.lock")):
         got = source.fetch(spec, dest)
         if got.path != dest:

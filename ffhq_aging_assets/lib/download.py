@@ -180,7 +180,11 @@ def download(
             wait = policy.delay(attempt, retry_after)
             log.warning(
                 "%s: attempt %d of %d failed (%s); retrying in %.1f s",
-                spec.name, attempt, policy.attempts, last, wait,
+                spec.name,
+                attempt,
+                policy.attempts,
+                last,
+                wait,
             )
             sleep(wait)
     assert last is not None

@@ -102,8 +102,9 @@ class LocalFolderSource:
 
 
 class PyDriveSource:
-    """Downloads with a Google account through pydrive2, which is not subject to the anonymous
-    quota. The first use opens a browser (or, with ``cmd_auth``, prints a URL and reads the code
+    """Downloads with a Google account through pydrive2, free of the anonymous quota.
+
+    The first use opens a browser (or, with ``cmd_auth``, prints a URL and reads the code
     from the terminal); the credentials are saved to ``credentials_file`` and reused after that.
     Credentials are never logged.
     """
@@ -186,8 +187,9 @@ class PyDriveSource:
                 last = DownloadError(f"{spec.name}: Drive API error: {type(exc).__name__}: {exc}")
             if attempt < self.policy.attempts:
                 wait = self.policy.delay(attempt)
-                log.warning("%s: attempt %d failed (%s); retrying in %.1f s",
-                            spec.name, attempt, last, wait)
+                log.warning(
+                    "%s: attempt %d failed (%s); retrying in %.1f s", spec.name, attempt, last, wait
+                )
                 time.sleep(wait)
         assert last is not None
         raise last

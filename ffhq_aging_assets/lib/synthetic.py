@@ -25,7 +25,9 @@ def face_template() -> np.ndarray:
     """A 68-point dlib-order face in a unit box: eyes at y 0.4, mouth at y 0.75."""
     jaw_t = np.linspace(-1.0, 1.0, 17)
     jaw = np.stack([0.5 + 0.45 * np.sin(jaw_t * 1.3), 0.45 + 0.5 * np.cos(jaw_t * 1.3) ** 0.5], 1)
-    brows = np.stack([np.r_[np.linspace(0.2, 0.42, 5), np.linspace(0.58, 0.8, 5)], np.full(10, 0.3)], 1)
+    brows = np.stack(
+        [np.r_[np.linspace(0.2, 0.42, 5), np.linspace(0.58, 0.8, 5)], np.full(10, 0.3)], 1
+    )
     nose = np.r_[
         np.stack([np.full(4, 0.5), np.linspace(0.42, 0.6, 4)], 1),
         np.stack([np.linspace(0.42, 0.58, 5), np.full(5, 0.63)], 1),
@@ -101,7 +103,8 @@ def ffhq_entry(n: int, wild: WildFile, rng: np.random.Generator) -> dict[str, An
     return {
         "category": "validation" if n >= 60_000 else "training",
         "metadata": {
-            "photo_url": f"https://www.flickr.com/photos/{rng.integers(10**7)}@N0{n % 9}/{rng.integers(10**10)}/",
+            "photo_url": f"https://www.flickr.com/photos/{rng.integers(10**7)}@N0{n % 9}/"
+            f"{rng.integers(10**10)}/",
             "photo_title": f"synthetic photo {n}",
             "author": f"author{n % 997}",
             "country": ("", "France", "Japan", "Brazil")[n % 4],

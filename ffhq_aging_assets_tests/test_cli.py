@@ -1,0 +1,97 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from ffhq_aging_assets.cli import build_parser, run_config
+from ffhq_aging_assets_tests.conftest import SyntheticFFHQ
+
+
+def cli(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "ffhq_aging_assets", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def source_args(s: SyntheticFFHQ) -> list[str]:
+    return [
+        "--metadata-url",
+        s.metadata_url,
+        "--metadata-md5",
+        s.metadata_md5,
+        "--metadata-size",
+        str(s.metadata_size),
+        "--license-url",
+        s.license_url,
+        "--license-md5",
+        s.license_md5,
+        "--num-attempts",
+        "3",
+    ]
+
+
+@pytest.mark.slow
+def test_build_runs_on_the_persistent_instance(
+    tmp_path: Path, synthetic: SyntheticFFHQ, dagster_home: Path
+) -> None:
+    args = ["build", "--partitions", "00000,05000,01000", "--limit", "20", "--root", "out"]
+    done = cli(args + source_args(synthetic), tmp_path, dagster_home)
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout
+    assert "chunk 00000: ok" in out and "chunk 01000: ok" in out and "3/3 checks passed" in out
+    assert "chunk 05000: FAILED" in out and "none for chunk 05000" in out
+    assert "1 chunk(s) failed: 05000" in out
+    assert pq.read_table(tmp_path / "out/tables/image_metadata/01000.parquet").num_rows == 20
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    runs = instance.get_runs()
+    assert len(runs) == 4  # shared inputs, then one run per chunk
+    by_partition = {r.tags.get("dagster/partition"): r.status for r in runs}
+    assert by_partition["00000"] == dg.DagsterRunStatus.SUCCESS
+    assert by_partition["05000"] == dg.DagsterRunStatus.FAILURE
+    assert instance.get_latest_materialization_event(dg.AssetKey("image_metadata")) is not None
+
+    rerun = cli(
+        ["build", "--partitions", "00000", "--limit", "20", "--root", "out"]
+        + source_args(synthetic),
+        tmp_path,
+        dagster_home,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert synthetic.drive.body_requests["metadataJson0001"] == 1
+
+
+def test_run_config_from_options(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        [
+            "build",
+            "--source",
+            f"local:{tmp_path}",
+            "--metadata-url",
+            "meta.json",
+            "--limit",
+            "50",
+            "--resolution",
+            "512",
+            "--cmd-auth",
+        ]
+    )
+    config = run_config(args)["resources"]
+    assert config["file_source"]["config"]["kind"] == "local"
+    assert config["file_source"]["config"]["local_dir"] == str(tmp_path)
+    assert config["dataset"]["config"]["limit"] == 50
+    locations = config["metadata_locations"]["config"]
+    assert Path(locations["metadata_url"]).is_absolute()
+    assert locations["metadata_md5"] is None  # a different file: published md5 no longer applies
+    with pytest.raises(SystemExit):
+        run_config(build_parser().parse_args(["build", "--source", "ftp"]))

@@ -1,0 +1,191 @@
+import io
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ffhq_aging_assets.lib import metadata as m
+from ffhq_aging_assets.lib.synthetic import write_ffhq_json
+
+
+@pytest.fixture(scope="module")
+def meta_2500(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("meta") / "ffhq-dataset-v2.json"
+    write_ffhq_json(path, 2500, seed=3)
+    return path
+
+
+def entries(path: Path) -> OrderedDict:
+    return json.loads(path.read_text(), object_pairs_hook=OrderedDict)
+
+
+def write_entries(path: Path, data: dict, indent: int | None = None) -> Path:
+    path.write_text(json.dumps(data, indent=indent))
+    return path
+
+
+def test_index_finds_every_chunk_start(meta_2500: Path) -> None:
+    index = m.index_chunks(meta_2500)
+    assert index.entries == 2500
+    assert sorted(index.offsets) == ["00000", "01000", "02000"]
+    raw = meta_2500.read_bytes()
+    for chunk, offset in index.offsets.items():
+        assert raw[offset:].startswith(f'"{int(chunk)}":'.encode())
+    assert m.ChunkIndex.from_json(index.to_json()) == index
+
+
+def test_chunk_read_equals_a_full_parse(meta_2500: Path) -> None:
+    index = m.index_chunks(meta_2500)
+    table = m.read_chunk(meta_2500, index, "01000", range(1000, 2000))
+    ref = entries(meta_2500)
+    assert table.num_rows == 1000
+    assert table.schema == m.METADATA_SCHEMA
+    rows = table.to_pylist()
+    for row in (rows[0], rows[517], rows[-1]):
+        wild = ref[str(row["image_number"])]["in_the_wild"]
+        assert row["file_url"] == wild["file_url"]
+        assert row["file_md5"] == wild["file_md5"]
+        assert [row["pixel_width"], row["pixel_height"]] == wild["pixel_size"]
+        assert np.allclose(np.reshape(row["face_landmarks"], (68, 2)), wild["face_landmarks"])
+        assert np.allclose(np.reshape(row["face_quad"], (4, 2)), wild["face_quad"])
+        meta = ref[str(row["image_number"])]["metadata"]
+        assert row["author"] == meta["author"] and row["license_url"] == meta["license_url"]
+
+
+def test_limit_reads_only_the_first_entries(meta_2500: Path) -> None:
+    index = m.index_chunks(meta_2500)
+    table = m.read_chunk(meta_2500, index, "02000", range(2000, 2020))
+    assert table.column("image_number").to_pylist() == list(range(2000, 2020))
+
+
+def test_missing_chunk_and_short_file(meta_2500: Path) -> None:
+    index = m.index_chunks(meta_2500)
+    with pytest.raises(m.MetadataError, match="none for chunk 05000"):
+        m.read_chunk(meta_2500, index, "05000", range(5000, 6000))
+    with pytest.raises(m.MetadataError, match="ends after entry 2499"):
+        m.read_chunk(meta_2500, index, "02000", range(2000, 3000))
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_pretty_printed_and_unicode_files(tmp_path: Path, meta_2500: Path, indent) -> None:
+    data = OrderedDict((k, v) for k, v in list(entries(meta_2500).items())[:1003])
+    data["1001"]["metadata"]["photo_title"] = 'Café ☕ {"tricky": [1, 2]} \\ 🙂'
+    data["1002"]["image"]["file_path"] = 'images1024x1024/"quoted"/{x}]'
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data, indent=indent, ensure_ascii=False), encoding="utf-8")
+    index = m.index_chunks(path)
+    raw = path.read_bytes()
+    assert raw[index.offsets["01000"] :].startswith(b'"1000"')
+    table = m.read_chunk(path, index, "01000", range(1000, 1003))
+    assert table.column("photo_title").to_pylist()[1] == data["1001"]["metadata"]["photo_title"]
+
+
+def test_entries_spanning_buffer_boundaries(monkeypatch, meta_2500: Path) -> None:
+    monkeypatch.setattr(m, "BLOCK", 777)
+    index = m.index_chunks(meta_2500)
+    assert index.entries == 2500
+    table = m.read_chunk(meta_2500, index, "01000", range(1000, 1100))
+    assert table.num_rows == 100
+
+
+def test_malformed_json_reports_byte_offset(tmp_path: Path, meta_2500: Path) -> None:
+    raw = bytearray(meta_2500.read_bytes())
+    at = raw.index(b'"category"', 500_000)
+    raw[at + 10] = ord(";")  # the colon after "category"
+    path = tmp_path / "bad.json"
+    path.write_bytes(raw)
+    index_error = None
+    with pytest.raises(m.MetadataError) as err:
+        with path.open("rb") as f:
+            for _ in m.iter_entries(f, name="bad.json"):
+                pass
+    index_error = str(err.value)
+    assert "bad.json" in index_error and f"byte offset {at + 10}" in index_error
+
+
+def test_truncated_file_and_not_an_object(tmp_path: Path, meta_2500: Path) -> None:
+    path = tmp_path / "cut.json"
+    path.write_bytes(meta_2500.read_bytes()[:300_000])
+    with pytest.raises(m.MetadataError, match="ends"):
+        m.index_chunks(path)
+    path.write_bytes(b"[1, 2, 3]")
+    with pytest.raises(m.MetadataError, match=r"byte offset 0"):
+        m.index_chunks(path)
+    path.write_bytes(b"")
+    with pytest.raises(m.MetadataError):
+        m.index_chunks(path)
+
+
+def test_keys_out_of_order_are_rejected(tmp_path: Path, meta_2500: Path) -> None:
+    data = OrderedDict(list(entries(meta_2500).items())[:10])
+    data["4"], data["5"] = data["5"], data["4"]
+    data = OrderedDict((k if k not in ("4", "5") else k, v) for k, v in data.items())
+    swapped = OrderedDict()
+    for k, v in data.items():
+        swapped[{"4": "5", "5": "4"}.get(k, k)] = v
+    path = write_entries(tmp_path / "m.json", swapped)
+    with pytest.raises(m.MetadataError, match="entry 4 has key '5'"):
+        m.index_chunks(path)
+
+
+def _chunk_with(tmp_path: Path, meta_2500: Path, mutate) -> Path:
+    data = OrderedDict(list(entries(meta_2500).items())[:5])
+    mutate(data)
+    return write_entries(tmp_path / "m.json", data)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda d: d["3"]["in_the_wild"].update(file_path="../../etc/00003.png"),
+            "unsafe file_path",
+        ),
+        (lambda d: d["3"]["in_the_wild"].update(file_path="/abs/00003.png"), "unsafe file_path"),
+        (lambda d: d["3"]["in_the_wild"].update(file_path="x\\00003.png"), "unsafe file_path"),
+        (
+            lambda d: d["3"]["in_the_wild"].update(file_path="a/00004.png"),
+            "does not name image 00003",
+        ),
+        (lambda d: d["3"]["in_the_wild"].update(file_url="file:///etc/passwd"), "not an http"),
+        (lambda d: d["3"]["in_the_wild"].update(file_size=-5), "file_size"),
+        (lambda d: d["3"]["in_the_wild"].update(file_md5="zz"), "file_md5"),
+        (lambda d: d["3"]["in_the_wild"].update(pixel_size=[10]), "pixel_size"),
+        (lambda d: d["3"].update(category="test"), "category"),
+        (lambda d: d["3"]["in_the_wild"]["face_landmarks"].pop(), "face_landmarks"),
+        (
+            lambda d: d["3"]["in_the_wild"]["face_landmarks"][7].__setitem__(0, "x"),
+            "face_landmarks",
+        ),
+        (lambda d: d["3"]["in_the_wild"]["face_quad"][1].__setitem__(1, None), "face_quad"),
+        (lambda d: d["3"]["metadata"].update(author=7), "author"),
+        (lambda d: d.__setitem__("3", []), "not a JSON object"),
+    ],
+)
+def test_bad_entries_are_named(tmp_path: Path, meta_2500: Path, mutate, message: str) -> None:
+    path = _chunk_with(tmp_path, meta_2500, mutate)
+    index = m.index_chunks(path)
+    with pytest.raises(m.MetadataError, match=message) as err:
+        m.read_chunk(path, index, "00000", range(5))
+    assert "entry '3'" in str(err.value)
+
+
+def test_nan_landmarks_parse_and_stay_nan(tmp_path: Path, meta_2500: Path) -> None:
+    path = _chunk_with(
+        tmp_path,
+        meta_2500,
+        lambda d: d["2"]["in_the_wild"]["face_landmarks"][0].__setitem__(0, float("nan")),
+    )
+    table = m.read_chunk(path, m.index_chunks(path), "00000", range(5))
+    landmarks = np.asarray(table.column("face_landmarks").to_pylist())
+    assert np.isnan(landmarks[2, 0]) and np.isfinite(np.delete(landmarks, 2, axis=0)).all()
+
+
+def test_memory_stays_bounded_by_the_buffer() -> None:
+    # A single entry larger than the cap is refused rather than buffered without limit.
+    huge = b'{"0": {"category": "' + b"x" * (m.MAX_ENTRY_BYTES + m.BLOCK * 2) + b'"}}'
+    with pytest.raises(m.MetadataError, match="byte offset"):
+        for _ in m.iter_entries(io.BytesIO(huge)):
+            pass
