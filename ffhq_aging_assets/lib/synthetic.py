@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
+import PIL.ImageDraw
 
 _LICENSES = (
     ("Attribution License", "https://creativecommons.org/licenses/by/2.0/"),
@@ -157,3 +159,34 @@ def write_ffhq_json(
             else:
                 out.write(f'{"," if n else ""}"{n}":{body}')
         out.write("\n}\n" if indent else "}")
+
+
+def synthetic_photo(
+    width: int, height: int, landmarks: np.ndarray, seed: int = 0
+) -> PIL.Image.Image:
+    """An RGB photo-like frame: smooth colour fields, fine texture, and a drawn face.
+
+    The face (skin ellipse, brows, eyes, nose, lips) follows ``landmarks``, so the published
+    crop frames it as it would a real one; the texture gives resampling something to get wrong.
+    """
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (max(height // 64, 2), max(width // 64, 2), 3)).astype(np.uint8)
+    base = PIL.Image.fromarray(small).resize((width, height), PIL.Image.Resampling.BICUBIC)
+    noise = rng.normal(0, 18, (height, width, 1)).astype(np.float32)
+    pixels = np.clip(np.asarray(base, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    img = PIL.Image.fromarray(pixels)
+    draw = PIL.ImageDraw.Draw(img)
+    lm = np.asarray(landmarks, dtype=np.float64)
+    (x0, y0), (x1, y1) = lm.min(0), lm.max(0)
+    pad = 0.15 * (x1 - x0)
+    draw.ellipse([x0 - pad, y0 - 2.5 * pad, x1 + pad, y1 + pad], fill=(224, 172, 140))
+    for lo, hi, colour in ((17, 22, (60, 40, 30)), (22, 27, (60, 40, 30))):
+        draw.line([tuple(p) for p in lm[lo:hi]], fill=colour, width=max(int(pad / 6), 1))
+    for lo, hi in ((36, 42), (42, 48)):
+        draw.polygon([tuple(p) for p in lm[lo:hi]], fill=(250, 250, 250), outline=(20, 20, 20))
+        cx, cy = lm[lo:hi].mean(0)
+        r = max((lm[lo:hi, 1].max() - lm[lo:hi, 1].min()) / 2, 1)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(70, 50, 30))
+    draw.line([tuple(p) for p in lm[27:36]], fill=(180, 120, 100), width=max(int(pad / 8), 1))
+    draw.polygon([tuple(p) for p in lm[48:60]], fill=(170, 60, 70))
+    return img

@@ -1,0 +1,285 @@
+"""The published FFHQ-Aging crop: face quad from 68 landmarks, shrink, crop, pad, transform.
+
+``mode="reference"`` follows the 2020 method step by step (DESIGN.md, "Alignment") and
+reproduces its outputs byte for byte, including the float32 arithmetic of its blur-pad step as
+NumPy 1.x computed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import PIL.Image
+import scipy.ndimage
+
+TRANSFORM_SIZE = 4096
+Mode = Literal["reference", "fast"]
+
+
+class AlignmentError(ValueError):
+    """The landmarks do not describe a face that can be cropped; the message says why."""
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Everything the crop of one image is computed from, in the published method's terms.
+
+    ``quad`` and ``qsize`` are in the original frame; ``shrink`` is the whole-frame downscale
+    factor (1: none); ``crop`` is the box cut from the shrunk frame (None when the whole frame is
+    kept); ``pad`` is (left, top, right, bottom) of the reflect-pad around the cropped frame, all
+    zero when the blur-pad path does not run.
+    """
+
+    quad: np.ndarray
+    qsize: float
+    shrink: int
+    crop: tuple[int, int, int, int] | None
+    pad: tuple[int, int, int, int]
+    blur_pad: bool
+
+
+def face_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """The oriented crop square (4 corners) and its side, from 68 dlib landmarks.
+
+    Raises:
+        AlignmentError: for landmarks that are not 68 finite points, or eyes and mouth that
+            coincide so no orientation exists.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise AlignmentError(f"landmarks must be 68 x 2 points, got shape {lm.shape}")
+    if not np.isfinite(lm).all():
+        raise AlignmentError("landmarks contain NaN or infinite coordinates")
+    eye_left = np.mean(lm[36:42], axis=0)
+    eye_right = np.mean(lm[42:48], axis=0)
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (lm[48] + lm[54]) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    norm = np.hypot(*x)
+    if not norm > 1e-6:
+        raise AlignmentError("eyes and mouth coincide: the face has no orientation")
+    x /= norm
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 2.2)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+    qsize = float(np.hypot(*x) * 2)
+    if not qsize >= 2.0:
+        raise AlignmentError(f"the face is {qsize:.2f} pixels wide: eyes and mouth nearly coincide")
+    return quad, qsize
+
+
+def _bounds(quad: np.ndarray) -> tuple[int, int, int, int]:
+    return (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+
+
+def crop_geometry(
+    landmarks: np.ndarray, width: int, height: int, resolution: int
+) -> CropGeometry:
+    """The published method's geometry for a ``width`` x ``height`` frame, without pixels.
+
+    Raises:
+        AlignmentError: degenerate landmarks, or a quad that lies outside the frame.
+    """
+    quad, qsize = face_quad(landmarks)
+    left, top, right, bottom = _bounds(quad)
+    if right <= 0 or bottom <= 0 or left >= width or top >= height:
+        raise AlignmentError(
+            f"the face quad ({left}, {top})-({right}, {bottom}) lies outside the "
+            f"{width}x{height} frame"
+        )
+    original_quad, original_qsize = quad.copy(), qsize
+    shrink = int(np.floor(qsize / resolution * 0.5))
+    if shrink > 1:
+        width = int(np.rint(float(width) / shrink))
+        height = int(np.rint(float(height) / shrink))
+        quad = quad / shrink
+        qsize = qsize / shrink
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    box = _bounds(quad)
+    box = (
+        max(box[0] - border, 0),
+        max(box[1] - border, 0),
+        min(box[2] + border, width),
+        min(box[3] + border, height),
+    )
+    crop = None
+    if box[2] - box[0] < width or box[3] - box[1] < height:
+        crop = box
+        quad = quad - box[0:2]
+        width, height = box[2] - box[0], box[3] - box[1]
+    b = _bounds(quad)
+    pad = (
+        max(-b[0] + border, 0),
+        max(-b[1] + border, 0),
+        max(b[2] - width + border, 0),
+        max(b[3] - height + border, 0),
+    )
+    blur_pad = max(pad) > border - 4
+    if blur_pad:
+        pad = tuple(int(p) for p in np.maximum(pad, int(np.rint(qsize * 0.3))))
+    else:
+        pad = (0, 0, 0, 0)
+    return CropGeometry(
+        quad=original_quad,
+        qsize=original_qsize,
+        shrink=shrink if shrink > 1 else 1,
+        crop=crop,
+        pad=pad,  # type: ignore[arg-type]
+        blur_pad=blur_pad,
+    )
+
+
+def _blur_pad(img: PIL.Image.Image, pad: tuple[int, int, int, int], qsize: float) -> PIL.Image.Image:
+    """Reflect-pad, then blend the padding towards a blur and the median colour (float32)."""
+    arr = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+    h, w, _ = arr.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    # float32 divisors: NumPy 1.x divided by the int pad values in float32, and the published
+    # images were made that way; NumPy 2 would promote to float64.
+    p = [np.float32(v) for v in pad]
+    mask = np.maximum(
+        np.float32(1.0) - np.minimum(np.float32(x) / p[0], np.float32(w - 1 - x) / p[2]),
+        np.float32(1.0) - np.minimum(np.float32(y) / p[1], np.float32(h - 1 - y) / p[3]),
+    )
+    blur = qsize * 0.02
+    arr += (scipy.ndimage.gaussian_filter(arr, [blur, blur, 0]) - arr) * np.clip(
+        mask * np.float32(3.0) + np.float32(1.0), np.float32(0.0), np.float32(1.0)
+    )
+    arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, np.float32(0.0), np.float32(1.0))
+    return PIL.Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")
+
+
+def _blur_pad_fast(
+    img: PIL.Image.Image, pad: tuple[int, int, int, int], qsize: float
+) -> PIL.Image.Image:
+    """:func:`_blur_pad` with the blur computed only where it is blended in.
+
+    The blur's weight ``clip(3m + 1, 0, 1)`` is zero wherever the image is more than 4/3 of a
+    pad width from its edge, so the Gaussian runs on four edge strips (each widened inward by
+    the kernel radius, which keeps it exact there) instead of the whole padded frame.
+    """
+    arr = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+    h, w, _ = arr.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    p = [np.float32(v) for v in pad]
+    mask = np.maximum(
+        np.float32(1.0) - np.minimum(np.float32(x) / p[0], np.float32(w - 1 - x) / p[2]),
+        np.float32(1.0) - np.minimum(np.float32(y) / p[1], np.float32(h - 1 - y) / p[3]),
+    )
+    sigma = qsize * 0.02
+    radius = int(4.0 * sigma + 0.5)
+    band = [min(int(np.ceil(4.0 / 3.0 * v)) + 1, n) for v, n in zip(pad, (w, h, w, h), strict=True)]
+    strips = [
+        (slice(0, h), slice(0, band[0])),
+        (slice(0, band[1]), slice(0, w)),
+        (slice(0, h), slice(w - band[2], w)),
+        (slice(h - band[3], h), slice(0, w)),
+    ]
+    blurred = []
+    for rows, cols in strips:
+        r0, r1 = max(rows.start - radius, 0), min(rows.stop + radius, h)
+        c0, c1 = max(cols.start - radius, 0), min(cols.stop + radius, w)
+        out = scipy.ndimage.gaussian_filter(arr[r0:r1, c0:c1], [sigma, sigma, 0])
+        blurred.append(out[rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0])
+    weight = np.clip(mask * np.float32(3.0) + np.float32(1.0), np.float32(0.0), np.float32(1.0))
+    original = [arr[rows, cols].copy() for rows, cols in strips]
+    for (rows, cols), blur, orig in zip(strips, blurred, original, strict=True):
+        arr[rows, cols] = orig + (blur - orig) * weight[rows, cols]
+    arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, np.float32(0.0), np.float32(1.0))
+    return PIL.Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")
+
+
+def align_face(
+    image: PIL.Image.Image, landmarks: np.ndarray, resolution: int, mode: Mode = "reference"
+) -> PIL.Image.Image:
+    """Crop a face the way FFHQ-Aging was made: an RGB ``resolution`` x ``resolution`` image.
+
+    Args:
+        image: the in-the-wild photo.
+        landmarks: its (68, 2) dlib landmarks, in pixels.
+        resolution: output size, 64 to 4096.
+        mode: ``"reference"`` (byte-exact published method) or ``"fast"``.
+
+    Raises:
+        AlignmentError: degenerate landmarks, or a face outside the frame.
+    """
+    if mode not in ("reference", "fast"):
+        raise ValueError(f"mode must be 'reference' or 'fast', not {mode!r}")
+    if not 1 <= resolution <= TRANSFORM_SIZE:
+        raise ValueError(f"resolution must be 1..{TRANSFORM_SIZE}, got {resolution}")
+    img = image.convert("RGB") if image.mode != "RGB" else image
+    geo = crop_geometry(landmarks, img.size[0], img.size[1], resolution)
+    if mode == "fast":
+        return _align_fast(img, geo, resolution)
+    quad, qsize = geo.quad.copy(), geo.qsize
+    if geo.shrink > 1:
+        size = (int(np.rint(float(img.size[0]) / geo.shrink)), int(np.rint(float(img.size[1]) / geo.shrink)))
+        img = img.resize(size, PIL.Image.Resampling.LANCZOS)
+        quad /= geo.shrink
+        qsize /= geo.shrink
+    if geo.crop is not None:
+        img = img.crop(geo.crop)
+        quad -= geo.crop[0:2]
+    if geo.blur_pad:
+        img = _blur_pad(img, geo.pad, qsize)
+        quad += geo.pad[:2]
+    img = img.transform(
+        (TRANSFORM_SIZE, TRANSFORM_SIZE),
+        PIL.Image.Transform.QUAD,
+        (quad + 0.5).flatten(),
+        PIL.Image.Resampling.BILINEAR,
+    )
+    if resolution < TRANSFORM_SIZE:
+        img = img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
+    return img
+
+
+def _align_fast(img: PIL.Image.Image, geo: CropGeometry, resolution: int) -> PIL.Image.Image:
+    """The same crop, skipping work the output cannot see.
+
+    The shrink resamples only the crop box instead of the whole frame; the blur-pad blurs only
+    the edge band it blends in; and the quad is sampled onto a canvas just large enough that
+    bilinear sampling never discards source detail (a multiple of the output size, at least
+    twice it) instead of 4096 x 4096, before the same Lanczos reduction to the output size.
+    """
+    quad, qsize = geo.quad.copy(), geo.qsize
+    width, height = img.size
+    if geo.shrink > 1:
+        small = (int(np.rint(float(width) / geo.shrink)), int(np.rint(float(height) / geo.shrink)))
+        sx, sy = width / small[0], height / small[1]
+        box = geo.crop or (0, 0, small[0], small[1])
+        img = img.resize(
+            (box[2] - box[0], box[3] - box[1]),
+            PIL.Image.Resampling.LANCZOS,
+            box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy),
+        )
+        quad /= geo.shrink
+        qsize /= geo.shrink
+        quad -= box[0:2]
+    elif geo.crop is not None:
+        img = img.crop(geo.crop)
+        quad -= geo.crop[0:2]
+    if geo.blur_pad:
+        img = _blur_pad_fast(img, geo.pad, qsize)
+        quad += geo.pad[:2]
+    factor = max(2, int(np.ceil(qsize / resolution)))
+    canvas = min(TRANSFORM_SIZE, factor * resolution)
+    img = img.transform(
+        (canvas, canvas),
+        PIL.Image.Transform.QUAD,
+        (quad + 0.5).flatten(),
+        PIL.Image.Resampling.BILINEAR,
+    )
+    if resolution < canvas:
+        img = img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
+    return img
