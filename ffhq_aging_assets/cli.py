@@ -71,6 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="pydrive: OAuth client file [$FFHQ_CLIENT_SECRETS or client_secrets.json]",
     )
+    b.add_argument(
+        "--mode",
+        choices=["reference", "fast"],
+        default="reference",
+        help="alignment: the published crop byte for byte, or fast (>= 45 dB PSNR)",
+    )
+    b.add_argument(
+        "--num-processes",
+        type=_positive,
+        default=0,
+        help="alignment processes per step [0: one per core]",
+    )
+    b.add_argument(
+        "--keep-sources",
+        action="store_true",
+        help="keep downloaded in-the-wild photos under ROOT/sources",
+    )
+    b.add_argument(
+        "--no-verify-pixels",
+        action="store_true",
+        help="skip the pixel md5 check of each decoded photo",
+    )
     b.add_argument("--num-threads", type=int, default=8, help="download threads per step [8]")
     b.add_argument("--num-attempts", type=int, default=5, help="attempts per file [5]")
     b.add_argument("--metadata-url", default=None, help="URL or path of ffhq-dataset-v2.json")
@@ -114,6 +136,16 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
             locations[f"{name}_md5"] = getattr(args, f"{name}_md5")
             locations[f"{name}_size"] = getattr(args, f"{name}_size")
     return {
+        "ops": {
+            "aligned_images": {
+                "config": {
+                    "mode": args.mode,
+                    "num_processes": args.num_processes,
+                    "keep_sources": args.keep_sources,
+                    "verify_pixel_md5": not args.no_verify_pixels,
+                }
+            }
+        },
         "resources": {
             "dataset": {
                 "config": {
@@ -124,7 +156,7 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
             },
             "file_source": {"config": source},
             "metadata_locations": {"config": locations},
-        }
+        },
     }
 
 
@@ -194,7 +226,10 @@ def build(args: argparse.Namespace) -> int:
         job = dg.build_reconstructable_job(
             "ffhq_aging_assets.definitions", "job", ("shared_inputs",)
         )
-        result = dg.execute_job(job, instance, run_config=config, asset_selection=sorted(shared))
+        shared_config = {"resources": config["resources"]}
+        result = dg.execute_job(
+            job, instance, run_config=shared_config, asset_selection=sorted(shared)
+        )
         if not result.success:
             print(f"shared inputs failed (run {result.run_id}):", *_failures(result), sep="\n  ")
             return 1
@@ -202,6 +237,8 @@ def build(args: argparse.Namespace) -> int:
     if not per_chunk:
         return 0
 
+    if dg.AssetKey("aligned_images") not in per_chunk:
+        config = {**config, "ops": {}}
     job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", ("chunks",))
     failed: list[str] = []
     started = time.monotonic()

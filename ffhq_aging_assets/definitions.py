@@ -5,7 +5,7 @@ Importing this module must stay cheap: no torch, no CUDA, no network.
 
 import dagster as dg
 
-from ffhq_aging_assets.assets import metadata
+from ffhq_aging_assets.assets import alignment, images, metadata
 from ffhq_aging_assets.jobs import JOBS
 from ffhq_aging_assets.resources import (
     DatasetResource,
@@ -15,8 +15,8 @@ from ffhq_aging_assets.resources import (
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([metadata]),
-    asset_checks=dg.load_asset_checks_from_modules([metadata]),
+    assets=dg.load_assets_from_modules([metadata, alignment, images]),
+    asset_checks=dg.load_asset_checks_from_modules([metadata, alignment, images]),
     jobs=JOBS,
     resources={
         "dataset": DatasetResource(),

@@ -43,6 +43,19 @@ class DatasetResource(dg.ConfigurableResource):
         """Where the metadata JSON, its chunk index and the FFHQ LICENSE are kept."""
         return self.root_path / "metadata"
 
+    @property
+    def dataset_dir(self) -> Path:
+        """The dataset folder the training code reads: ``ffhq_aging{R}x{R}``."""
+        return self.root_path / f"ffhq_aging{self.resolution}x{self.resolution}"
+
+    def chunk_dir(self, chunk: str) -> Path:
+        """Aligned images of one chunk."""
+        return self.dataset_dir / chunk
+
+    def sources_dir(self, chunk: str) -> Path:
+        """Where downloaded in-the-wild photos of a chunk wait to be aligned."""
+        return self.root_path / "sources" / "in-the-wild-images" / chunk
+
     def table_path(self, asset: str, chunk: str) -> Path:
         """The Parquet file of one asset and chunk."""
         return self.root_path / "tables" / asset / f"{chunk}.parquet"
@@ -139,10 +152,16 @@ class FileSourceResource(dg.ConfigurableResource):
         fallback = None if self.local_only else drive
         return LocalFolderSource(Path(self.local_dir).expanduser(), fallback)
 
+    @property
+    def source(self) -> Source:
+        """The source built for this step."""
+        if self._source is None:
+            self._source = self.build()
+        return self._source
+
     def fetch(self, spec: FileSpec, dest: Path) -> Fetched:
         """A verified local copy of ``spec``."""
-        source = self._source or self.build()
-        return source.fetch(spec, dest)
+        return self.source.fetch(spec, dest)
 
 
 def client_secrets_setting() -> str | dg.EnvVar:

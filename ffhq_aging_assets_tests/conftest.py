@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ffhq_aging_assets.lib.synthetic import write_ffhq_json
+from ffhq_aging_assets.lib.images import pixel_md5
+from ffhq_aging_assets.lib.synthetic import (
+    WildFile,
+    random_landmarks,
+    synthetic_photo,
+    write_ffhq_json,
+)
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
 
 DATA = Path(__file__).parent / "data"
@@ -85,12 +93,35 @@ class SyntheticFFHQ:
 LICENSE_TEXT = b"Synthetic stand-in for FFHQ's LICENSE.txt\n"
 
 
+def photo_file(n: int, url: str, width: int = 640, height: int = 480) -> tuple[WildFile, bytes]:
+    """A synthetic in-the-wild photo for image ``n`` and the metadata that describes it."""
+    rng = np.random.default_rng(n)
+    lm = random_landmarks(rng, width, height)
+    img = synthetic_photo(width, height, lm, seed=n)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    data = buf.getvalue()
+    wild = WildFile(
+        url, len(data), hashlib.md5(data).hexdigest(), (width, height), pixel_md5(img), lm
+    )
+    return wild, data
+
+
 def serve_synthetic(
-    drive: FakeDrive, folder: Path, count: int = 2100, mutate=None
+    drive: FakeDrive, folder: Path, count: int = 2100, mutate=None, photos: Iterable[int] = ()
 ) -> SyntheticFFHQ:
-    """Write a ``count``-entry JSON in the published layout and serve it with a LICENSE."""
+    """Write a ``count``-entry JSON in the published layout and serve it with a LICENSE.
+
+    Images numbered in ``photos`` get real synthetic photos served by the fake Drive.
+    """
+    files = {}
+    for n in photos:
+        url = drive.url(f"wildPhoto{n:05d}x")
+        wild, data = photo_file(n, url)
+        drive.add(f"wildPhoto{n:05d}x", data, f"{n:05d}.png")
+        files[n] = wild
     path = folder / "ffhq-dataset-v2.json"
-    write_ffhq_json(path, count, seed=11)
+    write_ffhq_json(path, count, seed=11, files=files)
     if mutate is not None:
         data = json.loads(path.read_text())
         mutate(data)

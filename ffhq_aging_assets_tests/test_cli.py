@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffhq_aging_assets.cli import build_parser, run_config
-from ffhq_aging_assets_tests.conftest import SyntheticFFHQ
+from ffhq_aging_assets_tests.conftest import SyntheticFFHQ, serve_synthetic
 
 
 def cli(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
@@ -41,34 +41,39 @@ def source_args(s: SyntheticFFHQ) -> list[str]:
 
 
 @pytest.mark.slow
-def test_build_runs_on_the_persistent_instance(
-    tmp_path: Path, synthetic: SyntheticFFHQ, dagster_home: Path
-) -> None:
-    args = ["build", "--partitions", "00000,05000,01000", "--limit", "20", "--root", "out"]
-    done = cli(args + source_args(synthetic), tmp_path, dagster_home)
+def test_build_runs_on_the_persistent_instance(drive, tmp_path: Path, dagster_home: Path) -> None:
+    served_dir = tmp_path / "served"
+    served_dir.mkdir()
+    served = serve_synthetic(drive, served_dir, count=1200, photos=range(20))
+    drive.fail("wildPhoto00003x", "500")
+    args = ["build", "--partitions", "00000,05000", "--limit", "20", "--root", "out"]
+    done = cli(args + source_args(served), tmp_path, dagster_home)
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
-    assert "chunk 00000: ok" in out and "chunk 01000: ok" in out and "3/3 checks passed" in out
+    assert "chunk 00000: ok" in out and "7/7 checks passed" in out
     assert "chunk 05000: FAILED" in out and "none for chunk 05000" in out
     assert "1 chunk(s) failed: 05000" in out
-    assert pq.read_table(tmp_path / "out/tables/image_metadata/01000.parquet").num_rows == 20
+    images = sorted((tmp_path / "out/ffhq_aging256x256/00000").glob("*.png"))
+    assert [p.name for p in images] == [f"{n:05d}.png" for n in range(20)]
+    assert pq.read_table(tmp_path / "out/tables/alignments_256/00000.parquet").num_rows == 20
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     runs = instance.get_runs()
-    assert len(runs) == 4  # shared inputs, then one run per chunk
+    assert len(runs) == 3  # shared inputs, then one run per chunk
     by_partition = {r.tags.get("dagster/partition"): r.status for r in runs}
     assert by_partition["00000"] == dg.DagsterRunStatus.SUCCESS
     assert by_partition["05000"] == dg.DagsterRunStatus.FAILURE
-    assert instance.get_latest_materialization_event(dg.AssetKey("image_metadata")) is not None
+    for key in ("image_metadata", "alignments", "aligned_images"):
+        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
 
     rerun = cli(
-        ["build", "--partitions", "00000", "--limit", "20", "--root", "out"]
-        + source_args(synthetic),
+        ["build", "--partitions", "00000", "--limit", "20", "--root", "out"] + source_args(served),
         tmp_path,
         dagster_home,
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert synthetic.drive.body_requests["metadataJson0001"] == 1
+    assert drive.body_requests["metadataJson0001"] == 1
+    assert drive.body_requests["wildPhoto00000x"] == 1
 
 
 def test_run_config_from_options(tmp_path: Path) -> None:
@@ -84,6 +89,9 @@ def test_run_config_from_options(tmp_path: Path) -> None:
             "--resolution",
             "512",
             "--cmd-auth",
+            "--mode",
+            "fast",
+            "--keep-sources",
         ]
     )
     config = run_config(args)["resources"]
@@ -93,5 +101,7 @@ def test_run_config_from_options(tmp_path: Path) -> None:
     locations = config["metadata_locations"]["config"]
     assert Path(locations["metadata_url"]).is_absolute()
     assert locations["metadata_md5"] is None  # a different file: published md5 no longer applies
+    assert run_config(args)["ops"]["aligned_images"]["config"]["mode"] == "fast"
+    assert run_config(args)["ops"]["aligned_images"]["config"]["keep_sources"]
     with pytest.raises(SystemExit):
         run_config(build_parser().parse_args(["build", "--source", "ftp"]))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ffhq_aging_assets.checks import gate_results, gate_specs
@@ -176,3 +177,29 @@ def image_metadata(
         },
         check_results=checks,
     )
+
+
+def chunk_metadata(dataset: DatasetResource, chunk: str) -> pa.Table:
+    """The chunk's ``image_metadata`` table, limited to the configured images.
+
+    Raises:
+        dg.Failure: when the table has not been materialized under this root.
+    """
+    path = dataset.table_path("image_metadata", chunk)
+    if not path.is_file():
+        raise dg.Failure(f"no image_metadata table at {path}: materialize image_metadata first")
+    table = pq.read_table(path)
+    wanted = expected_numbers(chunk, dataset.per_chunk_limit)
+    numbers = table.column("image_number").to_pylist()
+    if numbers[: len(wanted)] != list(wanted):
+        raise dg.Failure(
+            f"{path} holds {len(numbers)} rows, not images {wanted[0]}..{wanted[-1]} that this "
+            "run needs: materialize image_metadata again with the same limit"
+        )
+    return table.slice(0, len(wanted))
+
+
+def landmarks_of(table: pa.Table) -> np.ndarray:
+    """The (N, 68, 2) landmarks of a metadata table."""
+    flat = table.column("face_landmarks").combine_chunks().flatten().to_numpy()
+    return flat.reshape(table.num_rows, 68, 2)

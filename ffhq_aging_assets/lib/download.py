@@ -47,6 +47,10 @@ QUOTA_ADVICE = (
 )
 
 
+def _quota_message(spec: FileSpec) -> str:
+    return f"{spec.name}: Google Drive's download quota is exceeded for {spec.url}. {QUOTA_ADVICE}"
+
+
 class DownloadError(RuntimeError):
     """A file could not be fetched and verified."""
 
@@ -263,7 +267,7 @@ def _raise_for_status(spec: FileSpec, resp: requests.Response) -> None:
         try:
             interpret_html(text, resp.url)
         except DriveQuotaError:
-            raise QuotaExceededError(f"{spec.name} ({spec.url}): {QUOTA_ADVICE}") from None
+            raise QuotaExceededError(_quota_message(spec)) from None
         except DrivePageError:
             pass
     raise DownloadError(f"{spec.name}: HTTP {resp.status_code} from {resp.url}")
@@ -278,7 +282,7 @@ def _follow_page(spec: FileSpec, resp: requests.Response, head: bytes, chunks) -
     try:
         return interpret_html(page.decode("utf-8", "replace"), resp.url)
     except DriveQuotaError:
-        raise QuotaExceededError(f"{spec.name} ({spec.url}): {QUOTA_ADVICE}") from None
+        raise QuotaExceededError(_quota_message(spec)) from None
     except DrivePageError as exc:
         raise _Transient(f"{spec.name}: {exc} (from {resp.url})") from None
 

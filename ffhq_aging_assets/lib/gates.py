@@ -66,3 +66,34 @@ def all_finite(name: str, numbers: Sequence[int], values: np.ndarray, what: str)
     if bad:
         return Gate(name, False, f"{what} not finite for {_some(bad)}", {"bad_images": len(bad)})
     return Gate(name, True, f"{what} finite for all {len(numbers)} images", {"bad_images": 0})
+
+
+def geometry_valid(name: str, numbers: Sequence[int], qsize: np.ndarray, quads: np.ndarray) -> Gate:
+    """Every crop geometry is finite with a positive size."""
+    ok = np.isfinite(quads.reshape(len(numbers), -1)).all(axis=1) & np.isfinite(qsize) & (qsize > 0)
+    bad = [int(n) for n, good in zip(numbers, ok, strict=True) if not good]
+    if bad:
+        return Gate(name, False, f"no valid crop for {_some(bad)}", {"bad_images": len(bad)})
+    return Gate(
+        name, True, f"finite crop geometry for all {len(numbers)} images", {"bad_images": 0}
+    )
+
+
+def images_valid(name: str, bad: Sequence[int], total: int, what: str) -> Gate:
+    """No image of the chunk is invalid."""
+    if bad:
+        return Gate(name, False, f"{what}: {_some(list(bad))}", {"bad_images": len(bad)})
+    return Gate(name, True, f"all {total} images pass", {"bad_images": 0})
+
+
+def no_leftovers(name: str, leftovers: Sequence[str]) -> Gate:
+    """No temporary files were left behind."""
+    if leftovers:
+        shown = ", ".join(leftovers[:_SHOW])
+        return Gate(
+            name,
+            False,
+            f"{len(leftovers)} temporary files left: {shown}",
+            {"temp_files": len(leftovers)},
+        )
+    return Gate(name, True, "no temporary files", {"temp_files": 0})

@@ -1,0 +1,71 @@
+"""The alignment stage: each image's crop geometry, from its landmarks and photo size."""
+
+import time
+
+import dagster as dg
+import numpy as np
+
+from ffhq_aging_assets.assets.metadata import chunk_metadata, image_metadata, landmarks_of
+from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.lib import gates
+from ffhq_aging_assets.lib.geometry_table import (
+    GEOMETRY_DESCRIPTIONS,
+    GEOMETRY_SCHEMA,
+    geometry_table,
+)
+from ffhq_aging_assets.lib.tables import markdown_preview, write_table
+from ffhq_aging_assets.metadata_values import column_schema
+from ffhq_aging_assets.partitions import chunk_partitions
+from ffhq_aging_assets.resources import DatasetResource
+
+ALIGNMENT_GATES = {"geometry_valid": "Every crop geometry is finite, with a positive size."}
+
+
+@dg.asset(
+    group_name="alignment",
+    partitions_def=chunk_partitions,
+    deps=[image_metadata],
+    kinds={"parquet"},
+    check_specs=gate_specs("alignments", ALIGNMENT_GATES),
+)
+def alignments(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
+    """The published FFHQ-Aging crop geometry of every image in the chunk, before any pixels.
+
+    From each image's 68 landmarks and photo size: the oriented crop square (quad) and its
+    size, the whole-frame shrink factor, the crop box, the reflect-pad, and whether the
+    blur-pad path runs (a face near the photo's edge). It depends on the output resolution. A
+    degenerate face (coincident eyes, NaN landmarks, a quad outside the photo) gets a row with
+    its error, and the blocking check names it.
+    """
+    chunk = context.partition_key
+    start = time.perf_counter()
+    meta = chunk_metadata(dataset, chunk)
+    numbers = meta.column("image_number").to_pylist()
+    sizes = np.stack(
+        [meta.column("pixel_width").to_numpy(), meta.column("pixel_height").to_numpy()], axis=1
+    )
+    table = geometry_table(numbers, landmarks_of(meta), sizes, dataset.resolution)
+    out = dataset.table_path(f"alignments_{dataset.resolution}", chunk)
+    size = write_table(table, out)
+    quads = table.column("quad").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    qsize = table.column("qsize").to_numpy()
+    blur = int(np.sum(table.column("blur_pad").to_numpy(zero_copy_only=False)))
+    shrunk = int(np.sum(table.column("shrink").to_numpy() > 1))
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "dagster/row_count": table.num_rows,
+            "dagster/column_schema": column_schema(GEOMETRY_SCHEMA, GEOMETRY_DESCRIPTIONS),
+            "bytes": size,
+            "seconds": round(time.perf_counter() - start, 3),
+            "blur_pad_images": blur,
+            "shrunk_images": shrunk,
+            "median_qsize": float(np.nanmedian(qsize)) if len(qsize) else 0.0,
+            "preview": dg.MetadataValue.md(
+                markdown_preview(table, ["image_number", "qsize", "shrink", "blur_pad", "error"])
+            ),
+        },
+        check_results=gate_results(
+            "alignments", [gates.geometry_valid("geometry_valid", numbers, qsize, quads)]
+        ),
+    )

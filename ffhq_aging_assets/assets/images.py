@@ -1,0 +1,151 @@
+"""The images stage: every photo of the chunk fetched, verified, cropped and written."""
+
+import shutil
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from ffhq_aging_assets.assets.alignment import alignments
+from ffhq_aging_assets.assets.metadata import chunk_metadata, image_metadata, landmarks_of
+from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.lib import gates
+from ffhq_aging_assets.lib.chunks import image_name
+from ffhq_aging_assets.lib.download import FileSpec
+from ffhq_aging_assets.lib.files import atomic_path, file_digest, leftover_temp_files
+from ffhq_aging_assets.lib.images import ImageJob, align_chunk, contact_sheet, is_valid_image
+from ffhq_aging_assets.partitions import chunk_partitions
+from ffhq_aging_assets.resources import DatasetResource, FileSourceResource
+
+
+class AlignConfig(dg.Config):
+    """How ``aligned_images`` works; the resolution is the ``dataset`` resource's."""
+
+    mode: Literal["reference", "fast"] = Field(
+        default="reference",
+        description="reference: the published crop, byte for byte; fast: within 45 dB PSNR.",
+    )
+    num_processes: int = Field(default=0, ge=0, le=256, description="0: one per core.")
+    keep_sources: bool = Field(default=False, description="Keep downloaded in-the-wild photos.")
+    verify_pixel_md5: bool = Field(
+        default=True, description="Check each photo's decoded pixels against the metadata."
+    )
+
+
+IMAGE_GATES = {
+    "image_count": "Every image of the chunk (1,000, or the configured limit) exists.",
+    "image_format": "Every image decodes as an R x R RGB PNG.",
+    "no_temp_files": "No temporary file is left in the chunk's folder.",
+}
+
+
+@dg.asset(
+    group_name="images",
+    partitions_def=chunk_partitions,
+    deps=[image_metadata, alignments],
+    kinds={"png"},
+    check_specs=gate_specs("aligned_images", IMAGE_GATES),
+)
+def aligned_images(
+    context: dg.AssetExecutionContext,
+    config: AlignConfig,
+    dataset: DatasetResource,
+    file_source: FileSourceResource,
+) -> dg.MaterializeResult:
+    """The chunk's aligned faces: ``ffhq_aging{R}x{R}/{chunk}/{NNNNN}.png``, R x R RGB.
+
+    Each image already there and valid is kept. Every other photo is fetched through the
+    configured source (anonymous Drive, a Google account, or a local copy), verified by size and
+    md5 (and pixel md5), cropped by the published FFHQ-Aging method (or its fast mode), and
+    written through a temporary file; the downloaded photo is then deleted unless asked to keep
+    it. Downloads overlap with alignment, which runs in one process per core. Images that still
+    fail after retries are named in the step's failure while every other image is kept, so a
+    re-run redoes only those. The dataset folder gets FFHQ's LICENSE.
+    """
+    chunk = context.partition_key
+    meta = chunk_metadata(dataset, chunk)
+    folder = dataset.chunk_dir(chunk)
+    folder.mkdir(parents=True, exist_ok=True)
+    _copy_license(dataset)
+    columns = meta.select(["image_number", "file_url", "file_size", "file_md5", "pixel_md5"])
+    landmarks = landmarks_of(meta)
+    jobs = [
+        ImageJob(
+            number=row["image_number"],
+            source=FileSpec(
+                row["file_url"],
+                f"image {image_name(row['image_number'])}",
+                row["file_size"],
+                row["file_md5"],
+            ),
+            landmarks=landmarks[i],
+            pixel_md5=row["pixel_md5"] if config.verify_pixel_md5 else None,
+            dest=folder / image_name(row["image_number"]),
+        )
+        for i, row in enumerate(columns.to_pylist())
+    ]
+    report = align_chunk(
+        jobs,
+        file_source.source,
+        dataset.sources_dir(chunk),
+        dataset.resolution,
+        mode=config.mode,
+        threads=file_source.num_threads,
+        processes=config.num_processes,
+        keep_sources=config.keep_sources,
+        say=lambda line: context.log.info(f"chunk {chunk}: {line}"),
+    )
+    if report.failed:
+        shown = "\n".join(f"  {n:05d}: {why}" for n, why in sorted(report.failed.items())[:20])
+        more = len(report.failed) - 20
+        raise dg.Failure(
+            description=(
+                f"chunk {chunk}: {len(report.failed)} of {report.total} images failed "
+                f"({report.aligned} aligned, {report.skipped} already valid, all kept); "
+                f"run again to retry only these:\n{shown}"
+                + (f"\n  ... and {more} more" if more > 0 else "")
+            ),
+            metadata={"failed": len(report.failed), "aligned": report.aligned},
+        )
+
+    missing = [j.number for j in jobs if not j.dest.exists()]
+    invalid = [
+        j.number for j in jobs if j.dest.exists() and not is_valid_image(j.dest, dataset.resolution)
+    ]
+    leftovers = [p.name for p in leftover_temp_files(folder)]
+    checks = gate_results(
+        "aligned_images",
+        [
+            gates.images_valid("image_count", missing, len(jobs), "missing"),
+            gates.images_valid(
+                "image_format", invalid, len(jobs), f"not {dataset.resolution}px RGB"
+            ),
+            gates.no_leftovers("no_temp_files", leftovers),
+        ],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(folder)),
+            "images": len(jobs),
+            "aligned": report.aligned,
+            "already_valid": report.skipped,
+            "bytes_written": report.bytes_written,
+            "seconds": round(report.seconds, 2),
+            "images_per_second": round(report.rate, 3),
+            "mode": config.mode,
+            "resolution": dataset.resolution,
+            "contact_sheet": dg.MetadataValue.md(contact_sheet([j.dest for j in jobs[:32]])),
+        },
+        check_results=checks,
+    )
+
+
+def _copy_license(dataset: DatasetResource) -> None:
+    """Put FFHQ's LICENSE beside the images (the dataset is distributed under it)."""
+    src = dataset.metadata_dir / "LICENSE.txt"
+    dest = dataset.dataset_dir / "LICENSE.txt"
+    if not src.is_file():
+        raise dg.Failure(f"no LICENSE at {src}: materialize ffhq_metadata_json first")
+    if not dest.is_file() or file_digest(dest) != file_digest(src):
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
