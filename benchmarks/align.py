@@ -1,0 +1,164 @@
+"""Alignment: per-image time of both modes, and chunk throughput from a loopback fake Drive.
+
+Usage:
+    python benchmarks/align.py frames [--repeats 2]
+    python benchmarks/align.py chunk [--images 100] [--threads 8] [--processes 0] [--size 1600x1200]
+
+``frames``: synthetic photos of 2400x1800 and 4000x3000 with the face centred, at a border
+and close up; each mode aligns each (already decoded) frame at 256 and 1024, ``--repeats``
+times, alternating modes; reports median seconds, the reference/fast ratio and fast mode's PSNR
+against the reference.
+
+``chunk``: serves ``--images`` synthetic photos from the tests' fake Google Drive on loopback
+and runs the chunk pipeline (download threads, verification, pixel md5, alignment processes,
+PNG writes) once per mode into a fresh folder; reports images per second and the peak resident
+memory of the whole process tree (sampled every 50 ms), also less what the process held before
+the run (the fake Drive keeps every photo it serves in memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ffhq_aging_assets.lib.align import align_face  # noqa: E402
+from ffhq_aging_assets.lib.synthetic import face_template, synthetic_photo  # noqa: E402
+
+KINDS = {"centre": 0.25, "border": 0.22, "closeup": 0.6}
+
+
+def frame(width: int, height: int, kind: str, seed: int = 1):
+    size = KINDS[kind] * min(width, height)
+    origin = (0.02 * width, 0.03 * height) if kind == "border" else (
+        width / 2 - size / 2, height / 2 - size / 2)
+    lm = face_template() * size + origin
+    img = synthetic_photo(width, height, lm, seed=seed)
+    img.load()
+    return img, lm
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def frames(repeats: int) -> None:
+    print("| frame | face | R | reference s | fast s | ratio | PSNR dB |")
+    print("|---|---|---|---|---|---|---|")
+    ratios: dict[int, list[float]] = {256: [], 1024: []}
+    for width, height in ((2400, 1800), (4000, 3000)):
+        for kind in KINDS:
+            img, lm = frame(width, height, kind)
+            for res in (256, 1024):
+                times = {"reference": [], "fast": []}
+                outs = {}
+                for r in range(repeats):
+                    for mode in ("reference", "fast") if r % 2 == 0 else ("fast", "reference"):
+                        t = time.perf_counter()
+                        outs[mode] = np.asarray(align_face(img, lm, res, mode=mode))
+                        times[mode].append(time.perf_counter() - t)
+                ref, fast = statistics.median(times["reference"]), statistics.median(times["fast"])
+                ratios[res].append(ref / fast)
+                print(f"| {width}x{height} | {kind} | {res} | {ref:.3f} | {fast:.3f} | "
+                      f"{ref / fast:.1f}x | {psnr(outs['fast'], outs['reference']):.1f} |",
+                      flush=True)
+    for res, values in ratios.items():
+        print(f"median ratio at {res}: {statistics.median(values):.1f}x (min {min(values):.1f}x)")
+
+
+def chunk(images: int, threads: int, processes: int, size: str) -> None:
+    import io
+
+    import psutil
+
+    from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
+    from ffhq_aging_assets.lib.images import ImageJob, align_chunk, pixel_md5
+    from ffhq_aging_assets.lib.synthetic import random_landmarks
+    from ffhq_aging_assets.lib.sources import DriveHttpSource
+    from ffhq_aging_assets_tests.fake_drive import FakeDrive
+
+    width, height = (int(v) for v in size.split("x"))
+    drive = FakeDrive().start()
+    specs = []
+    print(f"rendering {images} photos of {width}x{height} ...", flush=True)
+    total = 0
+    for n in range(images):
+        rng = np.random.default_rng(n)
+        lm = random_landmarks(rng, width, height)
+        img = synthetic_photo(width, height, lm, seed=n)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", compress_level=1)
+        data = buf.getvalue()
+        total += len(data)
+        url = drive.add(f"benchPhoto{n:05d}", data, f"{n:05d}.png")
+        specs.append((n, FileSpec(url, f"{n:05d}.png", len(data), hashlib.md5(data).hexdigest()),
+                      lm, pixel_md5(img)))
+    print(f"{total / images / 1e6:.1f} MB per photo on average")
+    print("| mode | R | images | threads | processes | seconds | images/s | peak RSS MB (tree) "
+          "| added by the run MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode in ("reference", "fast"):
+        for res in (256,):
+            with tempfile.TemporaryDirectory() as out:
+                jobs = [ImageJob(n, spec, lm, pm, Path(out) / "aligned" / f"{n:05d}.png")
+                        for n, spec, lm, pm in specs]
+                (Path(out) / "aligned").mkdir()
+                peak = [0.0]
+                before = psutil.Process().memory_info().rss / 2**20
+                stop = threading.Event()
+
+                def sample() -> None:
+                    me = psutil.Process()
+                    while not stop.is_set():
+                        try:
+                            rss = me.memory_info().rss + sum(
+                                c.memory_info().rss for c in me.children(recursive=True))
+                        except psutil.Error:
+                            rss = 0
+                        peak[0] = max(peak[0], rss / 2**20)
+                        time.sleep(0.05)
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                report = align_chunk(jobs, DriveHttpSource(RetryPolicy(attempts=3)),
+                                     Path(out) / "sources", res, mode=mode, threads=threads,
+                                     processes=processes, say=lambda _line: None)
+                stop.set()
+                sampler.join()
+                assert not report.failed, report.failed
+                procs = processes or psutil.cpu_count()
+                print(f"| {mode} | {res} | {report.aligned} | {threads} | {procs} | "
+                      f"{report.seconds:.1f} | {report.rate:.2f} | {peak[0]:.0f} "
+                      f"| {peak[0] - before:.0f} |", flush=True)
+    drive.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("frames")
+    f.add_argument("--repeats", type=int, default=2)
+    c = sub.add_parser("chunk")
+    c.add_argument("--images", type=int, default=100)
+    c.add_argument("--threads", type=int, default=8)
+    c.add_argument("--processes", type=int, default=0)
+    c.add_argument("--size", default="1600x1200")
+    args = parser.parse_args()
+    if args.what == "frames":
+        frames(args.repeats)
+    else:
+        chunk(args.images, args.threads, args.processes, args.size)
+
+
+if __name__ == "__main__":
+    main()
