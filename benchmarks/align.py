@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import sys
 import tempfile
@@ -39,8 +40,11 @@ KINDS = {"centre": 0.25, "border": 0.22, "closeup": 0.6}
 
 def frame(width: int, height: int, kind: str, seed: int = 1):
     size = KINDS[kind] * min(width, height)
-    origin = (0.02 * width, 0.03 * height) if kind == "border" else (
-        width / 2 - size / 2, height / 2 - size / 2)
+    origin = (
+        (0.02 * width, 0.03 * height)
+        if kind == "border"
+        else (width / 2 - size / 2, height / 2 - size / 2)
+    )
     lm = face_template() * size + origin
     img = synthetic_photo(width, height, lm, seed=seed)
     img.load()
@@ -69,22 +73,51 @@ def frames(repeats: int) -> None:
                         times[mode].append(time.perf_counter() - t)
                 ref, fast = statistics.median(times["reference"]), statistics.median(times["fast"])
                 ratios[res].append(ref / fast)
-                print(f"| {width}x{height} | {kind} | {res} | {ref:.3f} | {fast:.3f} | "
-                      f"{ref / fast:.1f}x | {psnr(outs['fast'], outs['reference']):.1f} |",
-                      flush=True)
+                print(
+                    f"| {width}x{height} | {kind} | {res} | {ref:.3f} | {fast:.3f} | "
+                    f"{ref / fast:.1f}x | {psnr(outs['fast'], outs['reference']):.1f} |",
+                    flush=True,
+                )
     for res, values in ratios.items():
         print(f"median ratio at {res}: {statistics.median(values):.1f}x (min {min(values):.1f}x)")
+
+
+class PeakRSS:
+    """Samples the resident memory of this process and its children every 50 ms."""
+
+    def __enter__(self) -> PeakRSS:
+        import psutil
+
+        self.me = psutil.Process()
+        self.before = self.peak = self.me.memory_info().rss / 2**20
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self.stop.is_set():
+            try:
+                procs = [self.me, *self.me.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs) / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def chunk(images: int, threads: int, processes: int, size: str) -> None:
     import io
 
-    import psutil
-
     from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
     from ffhq_aging_assets.lib.images import ImageJob, align_chunk, pixel_md5
-    from ffhq_aging_assets.lib.synthetic import random_landmarks
     from ffhq_aging_assets.lib.sources import DriveHttpSource
+    from ffhq_aging_assets.lib.synthetic import random_landmarks
     from ffhq_aging_assets_tests.fake_drive import FakeDrive
 
     width, height = (int(v) for v in size.split("x"))
@@ -101,45 +134,47 @@ def chunk(images: int, threads: int, processes: int, size: str) -> None:
         data = buf.getvalue()
         total += len(data)
         url = drive.add(f"benchPhoto{n:05d}", data, f"{n:05d}.png")
-        specs.append((n, FileSpec(url, f"{n:05d}.png", len(data), hashlib.md5(data).hexdigest()),
-                      lm, pixel_md5(img)))
+        specs.append(
+            (
+                n,
+                FileSpec(url, f"{n:05d}.png", len(data), hashlib.md5(data).hexdigest()),
+                lm,
+                pixel_md5(img),
+            )
+        )
     print(f"{total / images / 1e6:.1f} MB per photo on average")
-    print("| mode | R | images | threads | processes | seconds | images/s | peak RSS MB (tree) "
-          "| added by the run MB |")
+    print(
+        "| mode | R | images | threads | processes | seconds | images/s | peak RSS MB (tree) "
+        "| added by the run MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for mode in ("reference", "fast"):
         for res in (256,):
             with tempfile.TemporaryDirectory() as out:
-                jobs = [ImageJob(n, spec, lm, pm, Path(out) / "aligned" / f"{n:05d}.png")
-                        for n, spec, lm, pm in specs]
+                jobs = [
+                    ImageJob(n, spec, lm, pm, Path(out) / "aligned" / f"{n:05d}.png")
+                    for n, spec, lm, pm in specs
+                ]
                 (Path(out) / "aligned").mkdir()
-                peak = [0.0]
-                before = psutil.Process().memory_info().rss / 2**20
-                stop = threading.Event()
-
-                def sample() -> None:
-                    me = psutil.Process()
-                    while not stop.is_set():
-                        try:
-                            rss = me.memory_info().rss + sum(
-                                c.memory_info().rss for c in me.children(recursive=True))
-                        except psutil.Error:
-                            rss = 0
-                        peak[0] = max(peak[0], rss / 2**20)
-                        time.sleep(0.05)
-
-                sampler = threading.Thread(target=sample, daemon=True)
-                sampler.start()
-                report = align_chunk(jobs, DriveHttpSource(RetryPolicy(attempts=3)),
-                                     Path(out) / "sources", res, mode=mode, threads=threads,
-                                     processes=processes, say=lambda _line: None)
-                stop.set()
-                sampler.join()
+                with PeakRSS() as rss:
+                    report = align_chunk(
+                        jobs,
+                        DriveHttpSource(RetryPolicy(attempts=3)),
+                        Path(out) / "sources",
+                        res,
+                        mode=mode,
+                        threads=threads,
+                        processes=processes,
+                        say=lambda _line: None,
+                    )
                 assert not report.failed, report.failed
-                procs = processes or psutil.cpu_count()
-                print(f"| {mode} | {res} | {report.aligned} | {threads} | {procs} | "
-                      f"{report.seconds:.1f} | {report.rate:.2f} | {peak[0]:.0f} "
-                      f"| {peak[0] - before:.0f} |", flush=True)
+                procs = processes or os.cpu_count()
+                print(
+                    f"| {mode} | {res} | {report.aligned} | {threads} | {procs} | "
+                    f"{report.seconds:.1f} | {report.rate:.2f} | {rss.peak:.0f} "
+                    f"| {rss.peak - rss.before:.0f} |",
+                    flush=True,
+                )
     drive.stop()
 
 

@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--license-url", default=None, help="URL or path of FFHQ's LICENSE.txt")
     b.add_argument("--license-md5", default=None, help="its md5 (with --license-url)")
     b.add_argument("--license-size", type=int, default=None, help="its size in bytes")
-    ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
-    ui.add_argument(
-        "dagster_args", nargs=argparse.REMAINDER, help="passed to dagster dev, e.g. -p 3001"
+    sub.add_parser(
+        "ui",
+        help="start the Dagster UI (dagster dev) on this project's instance; "
+        "further options go to dagster dev, e.g. -p 3001",
     )
     return parser
 
@@ -277,13 +278,16 @@ def build(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ffhq-aging`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "ui":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "build":
         return build(args)
     if args.command == "ui":
         ensure_dagster_home()
         command = [sys.executable, "-m", "dagster", "dev", "-m", "ffhq_aging_assets.definitions"]
-        return subprocess.call(command + args.dagster_args)
+        return subprocess.call(command + extra)
     return 2
 
 
