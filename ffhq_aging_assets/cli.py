@@ -93,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the pixel md5 check of each decoded photo",
     )
+    b.add_argument(
+        "--device",
+        default="auto",
+        help="segmentation device: auto (CUDA when present), cpu, cuda:N [auto]",
+    )
+    b.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=0,
+        help="segmentation batch size [0: 32 on CUDA, 4 on CPU]",
+    )
+    b.add_argument(
+        "--weights",
+        default=None,
+        help="URL or path of the segmentation checkpoint (deeplab_model.pth)",
+    )
+    b.add_argument("--weights-md5", default=None, help="its md5 (with --weights)")
+    b.add_argument("--weights-size", type=int, default=None, help="its size in bytes")
     b.add_argument("--num-threads", type=int, default=8, help="download threads per step [8]")
     b.add_argument("--num-attempts", type=int, default=5, help="attempts per file [5]")
     b.add_argument("--metadata-url", default=None, help="URL or path of ffhq-dataset-v2.json")
@@ -101,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--license-url", default=None, help="URL or path of FFHQ's LICENSE.txt")
     b.add_argument("--license-md5", default=None, help="its md5 (with --license-url)")
     b.add_argument("--license-size", type=int, default=None, help="its size in bytes")
+    c = sub.add_parser("colorize", help="write colour pictures of the segmentation masks")
+    c.add_argument("--partitions", default="00000", help="chunk keys, a range, or 'all'")
+    c.add_argument("--root", default="data", help="output folder [./data]")
+    c.add_argument("--resolution", type=int, default=256, help="dataset resolution [256]")
+    c.add_argument("--overlay", action="store_true", help="blend the colours over the faces")
     sub.add_parser(
         "ui",
         help="start the Dagster UI (dagster dev) on this project's instance; "
@@ -136,6 +159,13 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
             locations[f"{name}_url"] = _absolute(url)
             locations[f"{name}_md5"] = getattr(args, f"{name}_md5")
             locations[f"{name}_size"] = getattr(args, f"{name}_size")
+    weights: dict[str, Any] = {}
+    if args.weights is not None:
+        weights = {
+            "url": _absolute(args.weights),
+            "md5": args.weights_md5,
+            "size": args.weights_size,
+        }
     return {
         "ops": {
             "aligned_images": {
@@ -145,7 +175,10 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
                     "keep_sources": args.keep_sources,
                     "verify_pixel_md5": not args.no_verify_pixels,
                 }
-            }
+            },
+            "segmentation_masks": {
+                "config": {"device": args.device, "batch_size": args.batch_size}
+            },
         },
         "resources": {
             "dataset": {
@@ -157,6 +190,7 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
             },
             "file_source": {"config": source},
             "metadata_locations": {"config": locations},
+            "deeplab_weights": {"config": weights},
         },
     }
 
@@ -238,8 +272,8 @@ def build(args: argparse.Namespace) -> int:
     if not per_chunk:
         return 0
 
-    if dg.AssetKey("aligned_images") not in per_chunk:
-        config = {**config, "ops": {}}
+    ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
+    config = {**config, "ops": ops}
     job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", ("chunks",))
     failed: list[str] = []
     started = time.monotonic()
@@ -276,6 +310,29 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
+def colorize(args: argparse.Namespace) -> int:
+    """Write ``{chunk}/parsings_color/{NNNNN}.png`` beside each chunk's ``parsings/`` folder."""
+    from ffhq_aging_assets.lib.masks import write_color
+
+    try:
+        chunks = parse_partitions(args.partitions)
+    except ValueError as exc:
+        raise SystemExit(f"ffhq-aging: {exc}") from None
+    dataset = Path(args.root).resolve() / f"ffhq_aging{args.resolution}x{args.resolution}"
+    total = 0
+    for chunk in chunks:
+        masks = sorted((dataset / chunk / "parsings").glob("[0-9][0-9][0-9][0-9][0-9].png"))
+        for mask in masks:
+            face = dataset / chunk / mask.name if args.overlay else None
+            write_color(mask, dataset / chunk / "parsings_color" / mask.name, face)
+        print(f"chunk {chunk}: {len(masks)} colour masks in {dataset / chunk / 'parsings_color'}")
+        total += len(masks)
+    if not total:
+        print(f"no masks under {dataset}: build segmentation_masks first")
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ffhq-aging`` console script."""
     parser = build_parser()
@@ -284,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "build":
         return build(args)
+    if args.command == "colorize":
+        return colorize(args)
     if args.command == "ui":
         ensure_dagster_home()
         command = [sys.executable, "-m", "dagster", "dev", "-m", "ffhq_aging_assets.definitions"]

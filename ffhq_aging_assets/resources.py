@@ -22,6 +22,9 @@ METADATA_MD5 = "425ae20f06a4da1d4dc0f46d40ba5fd6"
 LICENSE_URL = "https://drive.google.com/uc?id=1SHafCugkpMZzYhbgOz0zCuYiy-hb9lYX"
 LICENSE_SIZE = 1_610
 LICENSE_MD5 = "724f3831aaecd61a84fe98500079abc2"
+WEIGHTS_URL = "https://drive.google.com/uc?id=1w2XjDywFr2NjuUWaLQDRktH7VwIfuNlY"
+WEIGHTS_SIZE = 464_446_305
+WEIGHTS_MD5 = "8e8345b1b9d95e02780f9bed76cc0293"
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -173,3 +176,21 @@ def client_secrets_setting() -> str | dg.EnvVar:
     if "FFHQ_CLIENT_SECRETS" in os.environ:
         return dg.EnvVar("FFHQ_CLIENT_SECRETS")
     return "client_secrets.json"
+
+
+class DeepLabWeights(dg.ConfigurableResource):
+    """The face-parsing checkpoint: URL or local path, and its checksums.
+
+    Defaults to the published ``deeplab_model.pth``; fetched once through the configured file
+    source into ``<root>/models/``, verified, and reused. When the URL is changed, set the
+    checksums too, or leave them empty to accept the file unverified.
+    """
+
+    url: str = WEIGHTS_URL
+    md5: str | None = WEIGHTS_MD5
+    size: int | None = WEIGHTS_SIZE
+
+    @property
+    def spec(self) -> FileSpec:
+        """The checkpoint file."""
+        return FileSpec(self.url, "deeplab_model.pth", self.size, self.md5)

@@ -17,8 +17,10 @@ from ffhq_aging_assets.lib.images import pixel_md5
 from ffhq_aging_assets.lib.synthetic import (
     WildFile,
     random_landmarks,
+    seeded_deeplab_state,
     synthetic_photo,
     write_ffhq_json,
+    write_published_checkpoint,
 )
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
 
@@ -144,3 +146,11 @@ def synthetic(drive: FakeDrive, tmp_path: Path) -> SyntheticFFHQ:
     src = tmp_path / "served"
     src.mkdir()
     return serve_synthetic(drive, src)
+
+
+@pytest.fixture(scope="session")
+def seeded_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The published-format checkpoint with the reference numbers' seeded weights (233 MB)."""
+    path = tmp_path_factory.mktemp("weights") / "deeplab_model.pth"
+    write_published_checkpoint(path, seeded_deeplab_state())
+    return path

@@ -41,16 +41,30 @@ def source_args(s: SyntheticFFHQ) -> list[str]:
 
 
 @pytest.mark.slow
-def test_build_runs_on_the_persistent_instance(drive, tmp_path: Path, dagster_home: Path) -> None:
+def test_build_runs_on_the_persistent_instance(
+    drive, tmp_path: Path, dagster_home: Path, seeded_checkpoint: Path
+) -> None:
     served_dir = tmp_path / "served"
     served_dir.mkdir()
     served = serve_synthetic(drive, served_dir, count=1200, photos=range(20))
     drive.fail("wildPhoto00003x", "500")
-    args = ["build", "--partitions", "00000,05000", "--limit", "20", "--root", "out"]
+    args = [
+        "build",
+        "--partitions",
+        "00000,05000",
+        "--limit",
+        "20",
+        "--root",
+        "out",
+        "--weights",
+        str(seeded_checkpoint),
+        "--device",
+        "cpu",
+    ]
     done = cli(args + source_args(served), tmp_path, dagster_home)
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
-    assert "chunk 00000: ok" in out and "7/7 checks passed" in out
+    assert "chunk 00000: ok" in out and "11/11 checks passed" in out
     assert "chunk 05000: FAILED" in out and "none for chunk 05000" in out
     assert "1 chunk(s) failed: 05000" in out
     images = sorted((tmp_path / "out/ffhq_aging256x256/00000").glob("*.png"))
@@ -63,7 +77,9 @@ def test_build_runs_on_the_persistent_instance(drive, tmp_path: Path, dagster_ho
     by_partition = {r.tags.get("dagster/partition"): r.status for r in runs}
     assert by_partition["00000"] == dg.DagsterRunStatus.SUCCESS
     assert by_partition["05000"] == dg.DagsterRunStatus.FAILURE
-    for key in ("image_metadata", "alignments", "aligned_images"):
+    masks = sorted((tmp_path / "out/ffhq_aging256x256/00000/parsings").glob("*.png"))
+    assert len(masks) == 20
+    for key in ("image_metadata", "alignments", "aligned_images", "segmentation_masks"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
 
     rerun = cli(
@@ -103,5 +119,30 @@ def test_run_config_from_options(tmp_path: Path) -> None:
     assert locations["metadata_md5"] is None  # a different file: published md5 no longer applies
     assert run_config(args)["ops"]["aligned_images"]["config"]["mode"] == "fast"
     assert run_config(args)["ops"]["aligned_images"]["config"]["keep_sources"]
+    assert run_config(args)["resources"]["deeplab_weights"]["config"] == {}
     with pytest.raises(SystemExit):
         run_config(build_parser().parse_args(["build", "--source", "ftp"]))
+
+
+def test_colorize_writes_colour_masks_beside_the_label_maps(tmp_path: Path) -> None:
+    import numpy as np
+    import PIL.Image
+
+    from ffhq_aging_assets.cli import main
+    from ffhq_aging_assets.lib.colors import PALETTE
+
+    chunk = tmp_path / "ffhq_aging64x64" / "00000"
+    (chunk / "parsings").mkdir(parents=True)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 10:30] = 1
+    mask[40:50, 40:50] = 13
+    PIL.Image.fromarray(mask, "L").save(chunk / "parsings" / "00007.png")
+    PIL.Image.new("RGB", (64, 64), (10, 20, 30)).save(chunk / "00007.png")
+    assert main(["colorize", "--root", str(tmp_path), "--resolution", "64"]) == 0
+    colour = np.asarray(PIL.Image.open(chunk / "parsings_color" / "00007.png"))
+    assert (colour[20, 20] == PALETTE[1]).all() and (colour[45, 45] == PALETTE[13]).all()
+    assert (colour[0, 0] == 0).all()
+    assert main(["colorize", "--root", str(tmp_path), "--resolution", "64", "--overlay"]) == 0
+    blended = np.asarray(PIL.Image.open(chunk / "parsings_color" / "00007.png"))
+    assert (blended[0, 0] == (10, 20, 30)).all() and not (blended[20, 20] == PALETTE[1]).all()
+    assert main(["colorize", "--root", str(tmp_path / "none"), "--resolution", "64"]) == 1

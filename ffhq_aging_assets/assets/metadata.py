@@ -1,7 +1,6 @@
 """The metadata stage: the verified FFHQ JSON, and one table of image metadata per chunk."""
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pyarrow.parquet as pq
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
-from ffhq_aging_assets.lib.download import FileSpec
-from ffhq_aging_assets.lib.files import atomic_path, file_digest, file_lock
+from ffhq_aging_assets.lib.files import atomic_path, file_lock
 from ffhq_aging_assets.lib.metadata import (
     COLUMN_DESCRIPTIONS,
     METADATA_SCHEMA,
@@ -22,6 +20,7 @@ from ffhq_aging_assets.lib.metadata import (
     index_chunks,
     read_chunk,
 )
+from ffhq_aging_assets.lib.sources import fetch_shared
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
 from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.partitions import chunk_partitions
@@ -29,20 +28,6 @@ from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, Met
 
 JSON_NAME = "ffhq-dataset-v2.json"
 INDEX_NAME = "ffhq-dataset-v2.chunks.json"
-
-
-def _fetch_shared(source: FileSourceResource, spec: FileSpec, dest: Path) -> tuple[bool, int, str]:
-    """Fetch a file every chunk shares into the root; returns (fetched, size, md5).
-
-    Under a lock: concurrent chunk runs wait for one download instead of starting their own.
-    """
-    with file_lock(dest.with_name(f".{dest.name}.lock")):
-        got = source.fetch(spec, dest)
-        if got.path != dest:
-            with atomic_path(dest) as tmp:
-                shutil.copyfile(got.path, tmp)
-        size, md5 = file_digest(dest)
-        return got.fetched, size, md5
 
 
 @dg.asset(group_name="metadata", kinds={"json"})
@@ -63,9 +48,9 @@ def ffhq_metadata_json(
     start = time.perf_counter()
     folder = dataset.metadata_dir
     json_path, index_path = folder / JSON_NAME, folder / INDEX_NAME
-    fetched, size, md5 = _fetch_shared(file_source, metadata_locations.metadata, json_path)
-    fetched_license, _, _ = _fetch_shared(
-        file_source, metadata_locations.license, folder / "LICENSE.txt"
+    fetched, size, md5 = fetch_shared(file_source.source, metadata_locations.metadata, json_path)
+    fetched_license, _, _ = fetch_shared(
+        file_source.source, metadata_locations.license, folder / "LICENSE.txt"
     )
     context.log.info(f"{JSON_NAME}: {size:,} bytes, md5 {md5} ({'fetched' if fetched else 'kept'})")
     with file_lock(index_path.with_name(f".{index_path.name}.lock")):

@@ -97,3 +97,35 @@ def no_leftovers(name: str, leftovers: Sequence[str]) -> Gate:
             {"temp_files": len(leftovers)},
         )
     return Gate(name, True, "no temporary files", {"temp_files": 0})
+
+
+def class_range(name: str, numbers: Sequence[int], max_class: np.ndarray, limit: int) -> Gate:
+    """Every mask's class ids are within 0..limit."""
+    bad = [int(n) for n, m in zip(numbers, max_class, strict=True) if m > limit]
+    if bad:
+        return Gate(
+            name, False, f"class ids above {limit} in {_some(bad)}", {"bad_images": len(bad)}
+        )
+    return Gate(
+        name, True, f"class ids within 0..{limit} in all {len(numbers)} masks", {"bad_images": 0}
+    )
+
+
+def suspicious_masks(
+    name: str, numbers: Sequence[int], classes_present: np.ndarray, skin_fraction: np.ndarray
+) -> Gate:
+    """Warns about masks with fewer than three classes or no skin at all (informational)."""
+    few = [int(n) for n, c in zip(numbers, classes_present, strict=True) if c < 3]
+    no_skin = [int(n) for n, s in zip(numbers, skin_fraction, strict=True) if s <= 0]
+    problems = []
+    if few:
+        problems.append(f"fewer than 3 classes: {_some(few)}")
+    if no_skin:
+        problems.append(f"no skin: {_some(no_skin)}")
+    return Gate(
+        name,
+        not problems,
+        "; ".join(problems) or "every mask has skin and 3+ classes",
+        {"few_classes": len(few), "no_skin": len(no_skin)},
+        blocking=False,
+    )

@@ -190,3 +190,36 @@ def synthetic_photo(
     draw.line([tuple(p) for p in lm[27:36]], fill=(180, 120, 100), width=max(int(pad / 8), 1))
     draw.polygon([tuple(p) for p in lm[48:60]], fill=(170, 60, 70))
     return img
+
+
+def seeded_deeplab_state(seed: int = 1234) -> dict:
+    """DeepLab weights made the way the reference numbers were (DESIGN.md, "Segmentation").
+
+    In state-dict order with ``numpy.random.RandomState(seed)``: 1-D ``*weight`` keys get
+    ``1 + 0.1 N(0, 1)``, other 1-D keys ``0.1 N(0, 1)``, everything else ``0.05 N(0, 1)``; float32.
+    """
+    import torch
+
+    from ffhq_aging_assets.lib.deeplab import build_deeplab
+
+    rng = np.random.RandomState(seed)
+    state = {}
+    for key, value in build_deeplab().state_dict().items():
+        shape = tuple(value.shape)
+        if len(shape) == 1:
+            noise = rng.standard_normal(shape)
+            data = 1 + 0.1 * noise if key.endswith("weight") else 0.1 * noise
+        else:
+            data = 0.05 * rng.standard_normal(shape)
+        state[key] = torch.from_numpy(data.astype(np.float32))
+    return state
+
+
+def write_published_checkpoint(path: Path, state: dict) -> None:
+    """Save weights laid out as the published ``deeplab_model.pth`` is.
+
+    A dict whose ``state_dict`` has ``module.``-prefixed keys (from ``nn.DataParallel``).
+    """
+    import torch
+
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)

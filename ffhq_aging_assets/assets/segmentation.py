@@ -1,0 +1,179 @@
+"""The segmentation stage: a 19-class face-parsing mask for every aligned image.
+
+torch is imported inside the asset, never by this module: every spawned step imports the
+definitions, and only this one needs the model.
+"""
+
+import base64
+import io
+import time
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from ffhq_aging_assets.assets.images import aligned_images
+from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.lib import gates
+from ffhq_aging_assets.lib.chunks import expected_numbers, image_name
+from ffhq_aging_assets.lib.images import is_valid_image
+from ffhq_aging_assets.lib.masks import (
+    NUM_CLASSES,
+    STATS_DESCRIPTIONS,
+    STATS_SCHEMA,
+    mask_stats,
+    preview_grid,
+    read_mask,
+    write_mask,
+)
+from ffhq_aging_assets.lib.sources import fetch_shared
+from ffhq_aging_assets.lib.tables import write_table
+from ffhq_aging_assets.metadata_values import column_schema
+from ffhq_aging_assets.partitions import chunk_partitions
+from ffhq_aging_assets.resources import DatasetResource, DeepLabWeights, FileSourceResource
+
+GPU_TAGS = {
+    "dagster-celery/queue": "gpu",
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
+}
+
+
+class SegmentConfig(dg.Config):
+    """How ``segmentation_masks`` runs."""
+
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:N.")
+    batch_size: int = Field(default=0, ge=0, le=512, description="0: 32 on CUDA, 4 on CPU.")
+
+
+MASK_GATES = {
+    "mask_count": "One mask per aligned image of the chunk.",
+    "mask_format": "Every mask decodes as an R x R 8-bit greyscale PNG.",
+    "mask_classes": "Every class id is within 0..18.",
+}
+MASK_WARNINGS = {"mask_plausible": "Masks with fewer than three classes or no skin (informs)."}
+
+
+@dg.asset(
+    group_name="segmentation",
+    partitions_def=chunk_partitions,
+    deps=[aligned_images],
+    kinds={"pytorch"},
+    pool="gpu",
+    op_tags=GPU_TAGS,
+    check_specs=gate_specs("segmentation_masks", MASK_GATES)
+    + gate_specs("segmentation_masks", MASK_WARNINGS, blocking=False),
+)
+def segmentation_masks(
+    context: dg.AssetExecutionContext,
+    config: SegmentConfig,
+    dataset: DatasetResource,
+    file_source: FileSourceResource,
+    deeplab_weights: DeepLabWeights,
+) -> dg.MaterializeResult:
+    """19-class face-parsing masks (CelebAMask-HQ classes) of the chunk's aligned faces.
+
+    ``ffhq_aging{R}x{R}/{chunk}/parsings/{NNNNN}.png``: 8-bit class maps from the published
+    DeepLabV3 (ResNet-101, GroupNorm, weight standardisation) through the published
+    preprocessing. The checkpoint is fetched once and verified; the model loads once per step,
+    on CUDA when present (bf16, channels-last, batched) or on the CPU (fp32, batched, every
+    core). Valid existing masks are kept. Also writes each mask's class fractions to a table.
+    Runs in the ``gpu`` pool: one chunk at a time per GPU.
+    """
+    import torch
+
+    from ffhq_aging_assets.lib.deeplab import load_deeplab
+    from ffhq_aging_assets.lib.segment import prepare_model, resolve_device, segment_images
+
+    chunk = context.partition_key
+    numbers = list(expected_numbers(chunk, dataset.per_chunk_limit))
+    faces = [dataset.chunk_dir(chunk) / image_name(n) for n in numbers]
+    absent = [n for n, f in zip(numbers, faces, strict=True) if not f.is_file()]
+    if absent:
+        raise dg.Failure(
+            f"chunk {chunk}: {len(absent)} aligned images are missing (first {absent[0]:05d}): "
+            "materialize aligned_images first"
+        )
+    folder = dataset.chunk_dir(chunk) / "parsings"
+    masks = [folder / image_name(n) for n in numbers]
+    todo = [i for i, m in enumerate(masks) if not is_valid_image(m, dataset.resolution, "L")]
+    device = resolve_device(config.device)
+    batch = config.batch_size or (32 if device.type == "cuda" else 4)
+    start = time.perf_counter()
+    if todo:
+        weights = dataset.root_path / "models" / "deeplab_model.pth"
+        fetch_shared(file_source.source, deeplab_weights.spec, weights)
+        model = prepare_model(load_deeplab(weights), device)
+        if device.type == "cpu":
+            torch.set_num_threads(max(torch.get_num_threads(), 1))
+        done = [0]
+
+        def save(indices: list[int], labels: np.ndarray) -> None:
+            for i, label in zip(indices, labels, strict=True):
+                write_mask(label, masks[todo[i]])
+            done[0] += len(indices)
+            rate = done[0] / (time.perf_counter() - start)
+            context.log.info(f"chunk {chunk}: {done[0]}/{len(todo)} masks, {rate:.2f} img/s")
+
+        segment_images(
+            model,
+            [faces[i] for i in todo],
+            dataset.resolution,
+            device,
+            batch,
+            prepared=True,
+            on_batch=save,
+        )
+    seconds = time.perf_counter() - start
+
+    present = [m for m in masks if m.is_file()]
+    valid = [m for m in present if is_valid_image(m, dataset.resolution, "L")]
+    missing = [n for n, m in zip(numbers, masks, strict=True) if not m.is_file()]
+    malformed = [n for n, m in zip(numbers, masks, strict=True) if m.is_file() and m not in valid]
+    valid_numbers = [n for n, m in zip(numbers, masks, strict=True) if m in valid]
+    stats = mask_stats(valid_numbers, [read_mask(m) for m in valid])
+    size = write_table(stats, dataset.table_path(f"mask_stats_{dataset.resolution}", chunk))
+    checks = gate_results(
+        "segmentation_masks",
+        [
+            gates.images_valid("mask_count", missing, len(numbers), "no mask"),
+            gates.images_valid(
+                "mask_format", malformed, len(numbers), f"not {dataset.resolution}px greyscale"
+            ),
+            gates.class_range(
+                "mask_classes", valid_numbers, stats.column("max_class").to_numpy(), NUM_CLASSES - 1
+            ),
+            gates.suspicious_masks(
+                "mask_plausible",
+                valid_numbers,
+                stats.column("classes_present").to_numpy(),
+                stats.column("frac_skin").to_numpy(),
+            ),
+        ],
+    )
+    buf = io.BytesIO()
+    preview_grid(faces, masks).save(buf, format="JPEG", quality=80)
+    preview = base64.b64encode(buf.getvalue()).decode("ascii")
+    means = (
+        {
+            f"mean_{name}": float(np.mean(stats.column(name).to_numpy()))
+            for name in ("frac_skin", "frac_hair", "frac_background")
+        }
+        if stats.num_rows
+        else {}
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(folder)),
+            "masks": len(valid),
+            "computed": len(todo),
+            "device": str(device),
+            "batch_size": batch,
+            "seconds": round(seconds, 2),
+            "images_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else 0.0,
+            "stats_bytes": size,
+            "dagster/column_schema": column_schema(STATS_SCHEMA, STATS_DESCRIPTIONS),
+            **means,
+            "preview": dg.MetadataValue.md(f"![masks](data:image/jpeg;base64,{preview})"),
+        },
+        check_results=checks,
+    )

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import PIL.Image
+import pyarrow.parquet as pq
+import pytest
+
+from ffhq_aging_assets.assets.alignment import alignments
+from ffhq_aging_assets.assets.images import aligned_images
+from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
+from ffhq_aging_assets.assets.segmentation import segmentation_masks
+from ffhq_aging_assets.lib.images import is_valid_image
+from ffhq_aging_assets.resources import (
+    DatasetResource,
+    DeepLabWeights,
+    FileSourceResource,
+    MetadataLocations,
+)
+from ffhq_aging_assets_tests.conftest import serve_synthetic
+
+ASSETS = [ffhq_metadata_json, image_metadata, alignments, aligned_images, segmentation_masks]
+
+
+@pytest.mark.slow
+def test_masks_for_a_chunk_on_cpu(drive, tmp_path: Path, seeded_checkpoint: Path) -> None:
+    folder = tmp_path / "served"
+    folder.mkdir()
+    served = serve_synthetic(drive, folder, count=30, photos=range(4))
+    root = tmp_path / "root"
+    resources = {
+        "dataset": DatasetResource(root=str(root), limit=4, resolution=64),
+        "metadata_locations": MetadataLocations(**served.locations()),
+        "file_source": FileSourceResource(num_attempts=2, backoff=0.01),
+        "deeplab_weights": DeepLabWeights(url=str(seeded_checkpoint), md5=None, size=None),
+    }
+    config = dg.RunConfig(
+        ops={
+            "aligned_images": {"config": {"mode": "fast", "num_processes": 1}},
+            "segmentation_masks": {"config": {"device": "cpu", "batch_size": 3}},
+        }
+    )
+    result = dg.materialize(ASSETS, partition_key="00000", resources=resources, run_config=config)
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    for name in ("mask_count", "mask_format", "mask_classes"):
+        assert checks[name].passed, checks[name].description
+    assert checks["mask_plausible"].severity == dg.AssetCheckSeverity.WARN
+    parsings = root / "ffhq_aging64x64" / "00000" / "parsings"
+    masks = sorted(parsings.glob("*.png"))
+    assert [p.name for p in masks] == [f"{n:05d}.png" for n in range(4)]
+    for path in masks:
+        assert is_valid_image(path, 64, "L")
+        assert np.asarray(PIL.Image.open(path)).max() <= 18
+    stats = pq.read_table(root / "tables" / "mask_stats_64" / "00000.parquet")
+    fractions = np.stack(
+        [stats.column(c).to_numpy() for c in stats.column_names if c.startswith("frac_")], 1
+    )
+    assert np.allclose(fractions.sum(axis=1), 1.0, atol=1e-5)
+    meta = {
+        m.asset_key.path[-1]: m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+    }["segmentation_masks"]
+    assert meta["device"].value == "cpu" and meta["computed"].value == 4
+    assert meta["preview"].value.startswith("![masks](data:image/jpeg;base64,")
+
+    # A corrupt mask is redone; valid ones are kept.
+    masks[1].write_bytes(b"broken")
+    kept = masks[0].stat().st_mtime_ns
+    again = dg.materialize(ASSETS, partition_key="00000", resources=resources, run_config=config)
+    assert again.success
+    meta = {
+        m.asset_key.path[-1]: m.materialization.metadata
+        for m in again.get_asset_materialization_events()
+    }["segmentation_masks"]
+    assert meta["computed"].value == 1
+    assert masks[0].stat().st_mtime_ns == kept and is_valid_image(masks[1], 64, "L")
+
+
+def test_segmentation_step_routes_to_gpu_workers() -> None:
+    node = segmentation_masks.op
+    assert node.pool == "gpu"
+    assert node.tags["dagster-celery/queue"] == "gpu"
