@@ -47,8 +47,11 @@ def main() -> None:
     model = build_deeplab()
     model.load_state_dict(seeded_deeplab_state())
     model.eval()
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"device {device} ({name}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images"
+    )
 
     published_loop(copy.deepcopy(model), images[:1], args.resolution, str(device))  # warm-up
     t = time.perf_counter()
@@ -75,13 +78,17 @@ def main() -> None:
                 logits = engine(x.contiguous(memory_format=torch.channels_last)).float()
         else:
             logits = engine(x)
-    rel = float(np.abs(logits.cpu().numpy() - reference_logits).max() / np.abs(reference_logits).max())
+    rel = float(
+        np.abs(logits.cpu().numpy() - reference_logits).max() / np.abs(reference_logits).max()
+    )
     agreement = float((ours == ref).mean())
     print("| variant | batch | img/s | vs published |")
     print("|---|---|---|---|")
     print(f"| published loop (fp32, batch 1, WS every forward) | 1 | {published:.2f} | 1.0x |")
-    print(f"| engine ({'bf16, channels-last' if device.type == 'cuda' else 'fp32'}, folded) "
-          f"| {batch} | {fast:.2f} | {fast / published:.1f}x |")
+    print(
+        f"| engine ({'bf16, channels-last' if device.type == 'cuda' else 'fp32'}, folded) "
+        f"| {batch} | {fast:.2f} | {fast / published:.1f}x |"
+    )
     print(f"engine set-up (fold, move, first batch): {t_ready:.1f} s")
     print(f"mask agreement engine vs published loop: {agreement * 100:.2f}%")
     print(f"engine logits max error vs fp32 reference, relative to max |logit|: {rel:.2e}")

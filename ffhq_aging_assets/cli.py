@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--weights-md5", default=None, help="its md5 (with --weights)")
     b.add_argument("--weights-size", type=int, default=None, help="its size in bytes")
+    b.add_argument(
+        "--labels-csv",
+        default=None,
+        help="URL or path of ffhq_aging_labels.csv [the published one]",
+    )
+    b.add_argument("--labels-md5", default=None, help="its md5, to pin a copy")
     b.add_argument("--num-threads", type=int, default=8, help="download threads per step [8]")
     b.add_argument("--num-attempts", type=int, default=5, help="attempts per file [5]")
     b.add_argument("--metadata-url", default=None, help="URL or path of ffhq-dataset-v2.json")
@@ -119,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--license-url", default=None, help="URL or path of FFHQ's LICENSE.txt")
     b.add_argument("--license-md5", default=None, help="its md5 (with --license-url)")
     b.add_argument("--license-size", type=int, default=None, help="its size in bytes")
+    v = sub.add_parser("verify", help="check a copy of the dataset against its manifest")
+    v.add_argument("--root", default="data", help="dataset root [./data]")
+    v.add_argument("--resolution", type=int, default=256, help="dataset resolution [256]")
     c = sub.add_parser("colorize", help="write colour pictures of the segmentation masks")
     c.add_argument("--partitions", default="00000", help="chunk keys, a range, or 'all'")
     c.add_argument("--root", default="data", help="output folder [./data]")
@@ -166,6 +175,9 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
             "md5": args.weights_md5,
             "size": args.weights_size,
         }
+    labels: dict[str, Any] = {}
+    if args.labels_csv is not None:
+        labels = {"url": _absolute(args.labels_csv), "md5": args.labels_md5}
     return {
         "ops": {
             "aligned_images": {
@@ -191,6 +203,7 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
             "file_source": {"config": source},
             "metadata_locations": {"config": locations},
             "deeplab_weights": {"config": weights},
+            "labels_location": {"config": labels},
         },
     }
 
@@ -230,7 +243,7 @@ def _duration(seconds: float) -> str:
 
 
 def build(args: argparse.Namespace) -> int:
-    """Run ``ffhq-aging build``: shared inputs once, then one run per chunk."""
+    """Run ``ffhq-aging build``: shared inputs once, one run per chunk, then the products."""
     try:
         chunks = parse_partitions(args.partitions)
     except ValueError as exc:
@@ -241,7 +254,7 @@ def build(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ffhq_aging_assets.definitions import defs
-    from ffhq_aging_assets.jobs import SHARED_INPUTS
+    from ffhq_aging_assets.jobs import PRODUCTS, SHARED_INPUTS
 
     graph = defs.resolve_asset_graph()
     try:
@@ -252,28 +265,42 @@ def build(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise SystemExit(f"ffhq-aging: bad --select {args.select!r}: {exc}") from None
     shared = keys & SHARED_INPUTS.resolve(graph)
-    per_chunk = keys - shared
+    products = keys & PRODUCTS.resolve(graph)
+    per_chunk = keys - shared - products
     instance = dg.DagsterInstance.get()
     root = config["resources"]["dataset"]["config"]["root"]
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; root {root}")
+    resources_only = {"resources": config["resources"]}
 
-    if shared:
-        job = dg.build_reconstructable_job(
-            "ffhq_aging_assets.definitions", "job", ("shared_inputs",)
+    if shared and not _run_once(dg, instance, "shared_inputs", resources_only, shared):
+        return 1
+    failed: list[str] = []
+    if per_chunk:
+        ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
+        failed = _run_chunks(dg, instance, {**config, "ops": ops}, chunks, per_chunk)
+    if products and not _run_once(dg, instance, "products", resources_only, products):
+        return 1
+    if failed:
+        print(
+            f"{len(failed)} chunk(s) failed: {', '.join(failed)}. Run the same command again to "
+            "redo only what is missing or invalid."
         )
-        shared_config = {"resources": config["resources"]}
-        result = dg.execute_job(
-            job, instance, run_config=shared_config, asset_selection=sorted(shared)
-        )
-        if not result.success:
-            print(f"shared inputs failed (run {result.run_id}):", *_failures(result), sep="\n  ")
-            return 1
-        print(f"shared inputs ready (run {result.run_id})")
-    if not per_chunk:
-        return 0
+        return 1
+    return 0
 
-    ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
-    config = {**config, "ops": ops}
+
+def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: set) -> bool:
+    job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", (job_name,))
+    result = dg.execute_job(job, instance, run_config=config, asset_selection=sorted(keys))
+    if not result.success:
+        print(f"{job_name} failed (run {result.run_id}):", *_failures(result), sep="\n  ")
+        return False
+    print(f"{job_name} done (run {result.run_id})")
+    return True
+
+
+def _run_chunks(dg: Any, instance: Any, config: dict, chunks: list[str], keys: set) -> list[str]:
+    """One run per chunk, on after a failure; returns the chunks that failed."""
     job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", ("chunks",))
     failed: list[str] = []
     started = time.monotonic()
@@ -284,30 +311,50 @@ def build(args: argparse.Namespace) -> int:
             instance,
             run_config=config,
             tags={"dagster/partition": chunk},
-            asset_selection=sorted(per_chunk),
+            asset_selection=sorted(keys),
         )
         checks = result.get_asset_check_evaluations()
         failed_checks = [
-            f"{c.asset_key.to_user_string()}.{c.check_name}" for c in checks if not c.passed
+            f"{c.asset_key.to_user_string()}.{c.check_name}"
+            for c in checks
+            if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
         ]
         eta = (time.monotonic() - started) / done * (len(chunks) - done)
         status = "ok" if result.success and not failed_checks else "FAILED"
+        passed = sum(c.passed for c in checks)
         print(
             f"[{done}/{len(chunks)}] chunk {chunk}: {status} in {time.monotonic() - t0:.1f} s, "
-            f"{len(checks) - len(failed_checks)}/{len(checks)} checks passed, "
-            f"ETA {_duration(eta)} (run {result.run_id})"
+            f"{passed}/{len(checks)} checks passed, ETA {_duration(eta)} (run {result.run_id})"
         )
         if status != "ok":
             failed.append(chunk)
             for line in _failures(result) + [f"check failed: {c}" for c in failed_checks]:
                 print(f"    {line}")
-    if failed:
-        print(
-            f"{len(failed)} chunk(s) failed: {', '.join(failed)}. Run the same command again to "
-            "redo only what is missing or invalid."
-        )
-        return 1
-    return 0
+    return failed
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Check every file the manifest lists: present, same size and sha256."""
+    import json
+
+    from ffhq_aging_assets.lib.manifest import verify as check
+
+    root = Path(args.root).resolve()
+    path = root / f"manifest_{args.resolution}.json"
+    if not path.is_file():
+        print(f"no manifest at {path}: materialize dataset_manifest first")
+        return 2
+    result = check(root, json.loads(path.read_text()))
+    for rel in result.missing:
+        print(f"missing: {rel}")
+    for rel in result.changed:
+        print(f"changed: {rel}")
+    good = result.checked - len(result.missing) - len(result.changed)
+    summary = f"{good} of {result.checked} files match {path.name}"
+    if not result.ok:
+        summary += f"; {len(result.missing)} missing, {len(result.changed)} changed"
+    print(summary)
+    return 0 if result.ok else 1
 
 
 def colorize(args: argparse.Namespace) -> int:
@@ -341,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "build":
         return build(args)
+    if args.command == "verify":
+        return verify(args)
     if args.command == "colorize":
         return colorize(args)
     if args.command == "ui":

@@ -5,25 +5,33 @@ Importing this module must stay cheap: no torch, no CUDA, no network.
 
 import dagster as dg
 
-from ffhq_aging_assets.assets import alignment, images, metadata, segmentation
+from ffhq_aging_assets.assets import alignment, images, labels, metadata, products, segmentation
+from ffhq_aging_assets.automation import nightly_backfill
 from ffhq_aging_assets.jobs import JOBS
 from ffhq_aging_assets.resources import (
     DatasetResource,
     DeepLabWeights,
     FileSourceResource,
+    LabelsLocation,
     MetadataLocations,
     client_secrets_setting,
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([metadata, alignment, images, segmentation]),
-    asset_checks=dg.load_asset_checks_from_modules([metadata, alignment, images, segmentation]),
+    assets=dg.load_assets_from_modules(
+        [metadata, alignment, images, segmentation, labels, products]
+    ),
+    asset_checks=dg.load_asset_checks_from_modules(
+        [metadata, alignment, images, segmentation, labels, products]
+    ),
     jobs=JOBS,
+    sensors=[nightly_backfill],
     resources={
         "dataset": DatasetResource(),
         "metadata_locations": MetadataLocations(),
         "file_source": FileSourceResource(client_secrets=client_secrets_setting()),
         "deeplab_weights": DeepLabWeights(),
+        "labels_location": LabelsLocation(),
     },
     executor=dg.multiprocess_executor,
 )

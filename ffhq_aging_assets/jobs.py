@@ -1,9 +1,11 @@
-"""Jobs: the whole graph, and the metadata stage on its own."""
+"""Jobs: the whole graph, the shared inputs, the per-chunk assets, each stage, the products."""
 
 import dagster as dg
 
 SHARED_INPUTS = dg.AssetSelection.assets("ffhq_metadata_json")
-CHUNK_ASSETS = dg.AssetSelection.all() - SHARED_INPUTS
+PRODUCTS = dg.AssetSelection.groups("products")
+CHUNK_ASSETS = dg.AssetSelection.all() - SHARED_INPUTS - PRODUCTS
+STAGES = ("metadata", "alignment", "images", "segmentation", "labels")
 
 shared_inputs_job = dg.define_asset_job(
     "shared_inputs",
@@ -15,10 +17,18 @@ chunks_job = dg.define_asset_job(
     selection=CHUNK_ASSETS,
     description="Every per-chunk asset for one chunk (one run per chunk).",
 )
-metadata_job = dg.define_asset_job(
-    "metadata_stage",
-    selection=dg.AssetSelection.groups("metadata") - SHARED_INPUTS,
-    description="The metadata tables of one chunk.",
+products_job = dg.define_asset_job(
+    "products",
+    selection=PRODUCTS,
+    description="The dataset-wide products from whatever chunks are built.",
 )
+stage_jobs = [
+    dg.define_asset_job(
+        f"{stage}_stage",
+        selection=dg.AssetSelection.groups(stage) - SHARED_INPUTS,
+        description=f"The {stage} stage of one chunk.",
+    )
+    for stage in STAGES
+]
 
-JOBS = [shared_inputs_job, chunks_job, metadata_job]
+JOBS = [shared_inputs_job, chunks_job, products_job, *stage_jobs]

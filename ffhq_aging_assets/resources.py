@@ -194,3 +194,24 @@ class DeepLabWeights(dg.ConfigurableResource):
     def spec(self) -> FileSpec:
         """The checkpoint file."""
         return FileSpec(self.url, "deeplab_model.pth", self.size, self.md5)
+
+
+LABELS_URL = (
+    "https://raw.githubusercontent.com/royorel/FFHQ-Aging-Dataset/master/ffhq_aging_labels.csv"
+)
+
+
+class LabelsLocation(dg.ConfigurableResource):
+    """Where the FFHQ-Aging labels CSV comes from (URL or local path), fetched once and cached.
+
+    The CSV has no published checksum; give one to pin a copy.
+    """
+
+    url: str = LABELS_URL
+    md5: str | None = None
+    size: int | None = None
+
+    @property
+    def spec(self) -> FileSpec:
+        """The labels CSV."""
+        return FileSpec(self.url, "ffhq_aging_labels.csv", self.size, self.md5)

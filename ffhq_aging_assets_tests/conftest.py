@@ -20,6 +20,7 @@ from ffhq_aging_assets.lib.synthetic import (
     seeded_deeplab_state,
     synthetic_photo,
     write_ffhq_json,
+    write_labels_csv,
     write_published_checkpoint,
 )
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
@@ -80,6 +81,7 @@ class SyntheticFFHQ:
     license_url: str
     license_md5: str
     license_size: int
+    labels_url: str
 
     def locations(self) -> dict[str, object]:
         return {
@@ -129,6 +131,8 @@ def serve_synthetic(
         mutate(data)
         path.write_text(json.dumps(data))
     raw = path.read_bytes()
+    labels = folder / "ffhq_aging_labels.csv"
+    write_labels_csv(labels, count, seed=3)
     return SyntheticFFHQ(
         drive=drive,
         json_path=path,
@@ -138,6 +142,7 @@ def serve_synthetic(
         license_url=drive.add("licenseTxt00001", LICENSE_TEXT, "LICENSE.txt"),
         license_md5=hashlib.md5(LICENSE_TEXT).hexdigest(),
         license_size=len(LICENSE_TEXT),
+        labels_url=drive.add("labelsCsv000001", labels.read_bytes(), "ffhq_aging_labels.csv"),
     )
 
 

@@ -37,6 +37,8 @@ def source_args(s: SyntheticFFHQ) -> list[str]:
         s.license_md5,
         "--num-attempts",
         "3",
+        "--labels-csv",
+        s.labels_url,
     ]
 
 
@@ -64,7 +66,8 @@ def test_build_runs_on_the_persistent_instance(
     done = cli(args + source_args(served), tmp_path, dagster_home)
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
-    assert "chunk 00000: ok" in out and "11/11 checks passed" in out
+    assert "chunk 00000: ok" in out and "14/14 checks passed" in out
+    assert "products done" in out
     assert "chunk 05000: FAILED" in out and "none for chunk 05000" in out
     assert "1 chunk(s) failed: 05000" in out
     images = sorted((tmp_path / "out/ffhq_aging256x256/00000").glob("*.png"))
@@ -73,7 +76,7 @@ def test_build_runs_on_the_persistent_instance(
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     runs = instance.get_runs()
-    assert len(runs) == 3  # shared inputs, then one run per chunk
+    assert len(runs) == 4  # shared inputs, one run per chunk, then the products
     by_partition = {r.tags.get("dagster/partition"): r.status for r in runs}
     assert by_partition["00000"] == dg.DagsterRunStatus.SUCCESS
     assert by_partition["05000"] == dg.DagsterRunStatus.FAILURE
@@ -90,6 +93,20 @@ def test_build_runs_on_the_persistent_instance(
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert drive.body_requests["metadataJson0001"] == 1
     assert drive.body_requests["wildPhoto00000x"] == 1
+
+    labels = pq.read_table(tmp_path / "out/tables/ffhq_aging_labels_256.parquet")
+    assert labels.column("image_number").to_pylist() == list(range(20))
+    assert (tmp_path / "out/reports/age_distribution_256.png").is_file()
+    assert (tmp_path / "out/splits_256/splits.csv").is_file()
+    verify = cli(["verify", "--root", "out"], tmp_path, dagster_home)
+    assert verify.returncode == 0 and "files match" in verify.stdout, verify.stdout
+    image = tmp_path / "out/ffhq_aging256x256/00000/00003.png"
+    image.write_bytes(image.read_bytes()[:-1] + b"\0")
+    (tmp_path / "out/ffhq_aging256x256/00000/parsings/00004.png").unlink()
+    verify = cli(["verify", "--root", "out"], tmp_path, dagster_home)
+    assert verify.returncode == 1
+    assert "changed: ffhq_aging256x256/00000/00003.png" in verify.stdout
+    assert "missing: ffhq_aging256x256/00000/parsings/00004.png" in verify.stdout
 
 
 def test_run_config_from_options(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 
 from ffhq_aging_assets.assets.metadata import chunk_metadata, image_metadata, landmarks_of
+from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.geometry_table import (
@@ -24,6 +25,7 @@ ALIGNMENT_GATES = {"geometry_valid": "Every crop geometry is finite, with a posi
 @dg.asset(
     group_name="alignment",
     partitions_def=chunk_partitions,
+    automation_condition=NIGHTLY_MISSING,
     deps=[image_metadata],
     kinds={"parquet"},
     check_specs=gate_specs("alignments", ALIGNMENT_GATES),

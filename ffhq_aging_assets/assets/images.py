@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ffhq_aging_assets.assets.alignment import alignments
 from ffhq_aging_assets.assets.metadata import chunk_metadata, image_metadata, landmarks_of
+from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import image_name
@@ -42,6 +43,7 @@ IMAGE_GATES = {
 @dg.asset(
     group_name="images",
     partitions_def=chunk_partitions,
+    automation_condition=NIGHTLY_MISSING,
     deps=[image_metadata, alignments],
     kinds={"png"},
     check_specs=gate_specs("aligned_images", IMAGE_GATES),

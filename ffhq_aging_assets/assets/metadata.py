@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
@@ -30,7 +31,7 @@ JSON_NAME = "ffhq-dataset-v2.json"
 INDEX_NAME = "ffhq-dataset-v2.chunks.json"
 
 
-@dg.asset(group_name="metadata", kinds={"json"})
+@dg.asset(group_name="metadata", kinds={"json"}, automation_condition=NIGHTLY_MISSING)
 def ffhq_metadata_json(
     context: dg.AssetExecutionContext,
     dataset: DatasetResource,
@@ -109,6 +110,7 @@ _COORDINATES = ("face_landmarks", "face_rect", "face_quad")
 @dg.asset(
     group_name="metadata",
     partitions_def=chunk_partitions,
+    automation_condition=NIGHTLY_MISSING,
     deps=[ffhq_metadata_json],
     kinds={"parquet"},
     check_specs=gate_specs("image_metadata", IMAGE_METADATA_GATES),

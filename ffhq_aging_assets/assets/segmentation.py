@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from ffhq_aging_assets.assets.images import aligned_images
+from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers, image_name
@@ -56,6 +57,7 @@ MASK_WARNINGS = {"mask_plausible": "Masks with fewer than three classes or no sk
 @dg.asset(
     group_name="segmentation",
     partitions_def=chunk_partitions,
+    automation_condition=NIGHTLY_MISSING,
     deps=[aligned_images],
     kinds={"pytorch"},
     pool="gpu",

@@ -129,3 +129,25 @@ def suspicious_masks(
         {"few_classes": len(few), "no_skin": len(no_skin)},
         blocking=False,
     )
+
+
+def messages(name: str, errors: Sequence[str], what: str) -> Gate:
+    """No error messages (each names a line, column and value)."""
+    if errors:
+        shown = "; ".join(errors[:_SHOW]) + (
+            f"; and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
+        )
+        return Gate(name, False, shown, {"errors": len(errors)})
+    return Gate(name, True, f"every {what} is valid", {"errors": 0})
+
+
+def low_share(name: str, below: int, total: int, limit: float, what: str) -> Gate:
+    """Warns when more than ``limit`` of the rows fall below a threshold (informational)."""
+    share = below / total if total else 0.0
+    return Gate(
+        name,
+        share <= limit,
+        f"{share:.1%} of rows {what} (warning above {limit:.0%})",
+        {"share": round(share, 4), "rows_below": below},
+        blocking=False,
+    )

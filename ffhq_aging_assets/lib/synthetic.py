@@ -223,3 +223,29 @@ def write_published_checkpoint(path: Path, state: dict) -> None:
     import torch
 
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+
+
+def write_labels_csv(path: Path, count: int, seed: int = 0) -> None:
+    """A labels CSV in the published layout for images 0..count-1.
+
+    Every fourth image has no attributes (pose, occlusion and glasses all -1).
+    """
+    rng = np.random.default_rng(seed)
+    ages = ("0-2", "3-6", "7-9", "10-14", "15-19", "20-29", "30-39", "40-49", "50-69", "70-120")
+    lines = [
+        "image_number,age_group,age_group_confidence,gender,gender_confidence,head_pitch,"
+        "head_roll,head_yaw,left_eye_occluded,right_eye_occluded,glasses"
+    ]
+    for n in range(count):
+        age = ages[int(rng.integers(len(ages)))]
+        gender = ("male", "female")[int(rng.integers(2))]
+        conf = rng.uniform(0.6, 1.0, 2).round(3)
+        if n % 4 == 3:
+            attrs = "-1,-1,-1,-1,-1,-1"
+        else:
+            pose = rng.normal(0, 20, 3).round(1)
+            occl = rng.uniform(0, 100, 2).round(1)
+            glasses = ("None", "Normal", "Dark")[int(rng.integers(3))]
+            attrs = ",".join([*map(str, pose), *map(str, occl), glasses])
+        lines.append(f"{n},{age},{conf[0]},{gender},{conf[1]},{attrs}")
+    path.write_text("\n".join(lines) + "\n")

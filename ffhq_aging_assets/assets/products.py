@@ -1,0 +1,211 @@
+"""Dataset-wide products: the combined labels, the age histogram, training splits, a manifest.
+
+Each reads whatever chunks are built and says which are missing, so they can be made (and are
+worth looking at) long before all 70 chunks are done.
+"""
+
+import base64
+import csv
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from ffhq_aging_assets.assets.labels import DESCRIPTIONS, labels_table
+from ffhq_aging_assets.assets.segmentation import segmentation_masks
+from ffhq_aging_assets.lib.charts import age_gender_histogram
+from ffhq_aging_assets.lib.chunks import CHUNK_KEYS, image_name
+from ffhq_aging_assets.lib.files import atomic_path
+from ffhq_aging_assets.lib.labels import AGE_GROUPS
+from ffhq_aging_assets.lib.manifest import build_manifest, dataset_files, write_manifest
+from ffhq_aging_assets.metadata_values import column_schema
+from ffhq_aging_assets.resources import DatasetResource
+
+
+def _missing_text(missing: list[str]) -> str:
+    if not missing:
+        return "none"
+    if len(missing) == len(CHUNK_KEYS):
+        return "all 70"
+    return ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12 else "")
+
+
+def combined_path(dataset: DatasetResource) -> Path:
+    """Where the combined labels table lies."""
+    return dataset.root_path / "tables" / f"ffhq_aging_labels_{dataset.resolution}.parquet"
+
+
+@dg.asset(group_name="products", deps=[labels_table], kinds={"parquet"})
+def ffhq_aging_labels(
+    context: dg.AssetExecutionContext, dataset: DatasetResource
+) -> dg.MaterializeResult:
+    """Every built chunk's labels in one typed Parquet table, in image order.
+
+    Chunks not built yet are left out and listed in the metadata.
+    """
+    present, missing = [], []
+    for chunk in CHUNK_KEYS:
+        path = dataset.table_path(f"labels_{dataset.resolution}", chunk)
+        (present if path.is_file() else missing).append(path if path.is_file() else chunk)
+    if not present:
+        raise dg.Failure("no labels_table chunk is built yet: materialize some chunks first")
+    table = pa.concat_tables([pq.read_table(p) for p in present], promote_options="default")
+    table = table.sort_by("image_number")
+    out = combined_path(dataset)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    context.log.info(f"{table.num_rows} rows from {len(present)} chunks; missing {len(missing)}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "dagster/row_count": table.num_rows,
+            "dagster/column_schema": column_schema(table.schema, DESCRIPTIONS),
+            "chunks_built": len(present),
+            "chunks_missing": _missing_text(missing),
+            "kept_by_filter": int(np.sum(table.column("kept").to_numpy(zero_copy_only=False))),
+        }
+    )
+
+
+@dg.asset(group_name="products", deps=[ffhq_aging_labels], kinds={"png"})
+def age_distribution(dataset: DatasetResource) -> dg.MaterializeResult:
+    """A histogram of age group by gender over the built chunks, as FFHQ-Aging publishes one.
+
+    A PNG (shown here), with the counts as numbers.
+    """
+    table = pq.read_table(combined_path(dataset), columns=["age_group", "gender"])
+    counts: dict[str, dict[str, int]] = {"male": {}, "female": {}}
+    for age, gender in zip(
+        table.column("age_group").to_pylist(), table.column("gender").to_pylist(), strict=True
+    ):
+        counts[gender][age] = counts[gender].get(age, 0) + 1
+    image = age_gender_histogram(counts, AGE_GROUPS, f"FFHQ-Aging: {table.num_rows:,} images")
+    out = dataset.root_path / "reports" / f"age_distribution_{dataset.resolution}.png"
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    encoded = base64.b64encode(buf.getvalue()).decode("ascii")
+    numbers = {f"{g}_{a}": counts[g].get(a, 0) for g in counts for a in AGE_GROUPS}
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "histogram": dg.MetadataValue.md(f"![age by gender](data:image/png;base64,{encoded})"),
+            "images": table.num_rows,
+            **numbers,
+        }
+    )
+
+
+class SplitsConfig(dg.Config):
+    """Options of ``training_splits``."""
+
+    layout: bool = Field(
+        default=False,
+        description="Also build the folder layout the training code reads (males/train0-2/...), "
+        "with hard links where the file system allows, copies elsewhere.",
+    )
+
+
+@dg.asset(group_name="products", deps=[ffhq_aging_labels, segmentation_masks], kinds={"csv"})
+def training_splits(
+    context: dg.AssetExecutionContext, config: SplitsConfig, dataset: DatasetResource
+) -> dg.MaterializeResult:
+    """The published filter and train/test rule applied to the built chunks.
+
+    ``splits_{R}/splits.csv`` (every image: split, gender, age group, kept) and one list per
+    split, gender and age group of the kept images (``males/train20-29.txt``); optionally the
+    folder layout the FFHQ-Aging training code expects (``males/train20-29/NNNNN.png`` with
+    ``parsings/``), hard-linked to the dataset.
+    """
+    table = pq.read_table(
+        combined_path(dataset), columns=["image_number", "age_group", "gender", "kept", "split"]
+    )
+    rows = table.to_pylist()
+    folder = dataset.root_path / f"splits_{dataset.resolution}"
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["image_number", "split", "gender", "age_group", "kept"])
+    groups: dict[str, list[int]] = {}
+    for r in rows:
+        writer.writerow(
+            [r["image_number"], r["split"], r["gender"], r["age_group"], int(r["kept"])]
+        )
+        if r["kept"]:
+            groups.setdefault(f"{r['gender']}s/{r['split']}{r['age_group']}", []).append(
+                r["image_number"]
+            )
+    with atomic_path(folder / "splits.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    for name, numbers in groups.items():
+        with atomic_path(folder / f"{name}.txt") as tmp:
+            tmp.write_text("".join(f"{image_name(n)}\n" for n in numbers))
+    linked = copied = absent = 0
+    if config.layout:
+        for name, numbers in groups.items():
+            for n in numbers:
+                chunk = f"{n - n % 1000:05d}"
+                for sub in ("", "parsings"):
+                    src = dataset.chunk_dir(chunk) / sub / image_name(n)
+                    dest = folder / "layout" / name / sub / image_name(n)
+                    if not src.is_file():
+                        absent += 1
+                        continue
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    if dest.exists():
+                        dest.unlink()
+                    try:
+                        os.link(src, dest)
+                        linked += 1
+                    except OSError:
+                        shutil.copyfile(src, dest)
+                        copied += 1
+        context.log.info(f"layout: {linked} hard links, {copied} copies, {absent} files absent")
+    kept = sum(len(v) for v in groups.values())
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(folder)),
+            "images": len(rows),
+            "kept": kept,
+            "train_kept": sum(len(v) for k, v in groups.items() if "/train" in k),
+            "test_kept": sum(len(v) for k, v in groups.items() if "/test" in k),
+            "lists": len(groups),
+            "layout_links": linked,
+            "layout_copies": copied,
+            "layout_absent": absent,
+        }
+    )
+
+
+def manifest_path(dataset: DatasetResource) -> Path:
+    """Where the dataset manifest lies."""
+    return dataset.root_path / f"manifest_{dataset.resolution}.json"
+
+
+@dg.asset(group_name="products", deps=[ffhq_aging_labels, training_splits], kinds={"json"})
+def dataset_manifest(dataset: DatasetResource) -> dg.MaterializeResult:
+    """Every output file (images, masks, tables) with its size and sha256.
+
+    ``ffhq-aging verify`` checks a copy of the dataset against it and names every missing or
+    changed file.
+    """
+    start = time.perf_counter()
+    root = dataset.root_path
+    files = dataset_files(root, [dataset.dataset_dir.name, "tables"])
+    manifest = build_manifest(root, files)
+    write_manifest(manifest, manifest_path(dataset))
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(manifest_path(dataset))),
+            "files": len(files),
+            "bytes": sum(e["size"] for e in manifest["files"].values()),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    )
