@@ -7,6 +7,12 @@ PRODUCTS = dg.AssetSelection.groups("products")
 CHUNK_ASSETS = dg.AssetSelection.all() - SHARED_INPUTS - PRODUCTS
 STAGES = ("metadata", "alignment", "images", "segmentation", "labels")
 
+everything_job = dg.define_asset_job(
+    "everything",
+    selection=dg.AssetSelection.all(),
+    description="The whole graph for one chunk: shared inputs, the chunk's assets, then the "
+    "dataset-wide products over every chunk built so far.",
+)
 shared_inputs_job = dg.define_asset_job(
     "shared_inputs",
     selection=SHARED_INPUTS,
@@ -31,4 +37,4 @@ stage_jobs = [
     for stage in STAGES
 ]
 
-JOBS = [shared_inputs_job, chunks_job, products_job, *stage_jobs]
+JOBS = [everything_job, shared_inputs_job, chunks_job, products_job, *stage_jobs]

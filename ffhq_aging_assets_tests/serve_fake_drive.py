@@ -2,7 +2,8 @@
 
     python -m ffhq_aging_assets_tests.serve_fake_drive --photos 20
 
-prints the ``ffhq-aging build`` options that point at it, then serves until interrupted.
+prints the ``ffhq-aging build`` options that point at it (with a segmentation checkpoint of
+seeded random weights), then serves until interrupted.
 """
 
 import argparse
@@ -10,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state, write_published_checkpoint
 from ffhq_aging_assets_tests.conftest import serve_synthetic
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
 
@@ -17,15 +19,20 @@ from ffhq_aging_assets_tests.fake_drive import FakeDrive
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=2000, help="metadata entries [2000]")
-    parser.add_argument("--photos", type=int, default=20, help="photos of chunk 00000 [20]")
+    parser.add_argument("--photos", type=int, default=20, help="photos per chunk [20]")
+    parser.add_argument("--chunks", type=int, default=1, help="chunks with photos [1]")
     args = parser.parse_args()
     drive = FakeDrive().start()
     with tempfile.TemporaryDirectory() as folder:
-        served = serve_synthetic(drive, Path(folder), args.entries, photos=range(args.photos))
+        photos = [c * 1000 + n for c in range(args.chunks) for n in range(args.photos)]
+        served = serve_synthetic(drive, Path(folder), args.entries, photos=photos)
+        weights = Path(folder) / "deeplab_model.pth"
+        write_published_checkpoint(weights, seeded_deeplab_state())
         print(
             f"--metadata-url '{served.metadata_url}' --metadata-md5 {served.metadata_md5} "
             f"--metadata-size {served.metadata_size} --license-url '{served.license_url}' "
-            f"--license-md5 {served.license_md5}",
+            f"--license-md5 {served.license_md5} --labels-csv '{served.labels_url}' "
+            f"--weights {weights}",
             flush=True,
         )
         try:

@@ -45,7 +45,12 @@ def test_labels_two_chunks_and_products(drive, tmp_path: Path) -> None:
     assert table.column("image_number").to_pylist() == list(range(1000, 1010))
     assert {"category", "license", "author", "kept", "split"} <= set(table.column_names)
 
-    config = dg.RunConfig(ops={"training_splits": {"config": {"layout": False}}})
+    for n in [*range(10), *range(1000, 1010)]:
+        chunk_dir = root / "ffhq_aging256x256" / f"{n - n % 1000:05d}"
+        (chunk_dir / "parsings").mkdir(parents=True, exist_ok=True)
+        (chunk_dir / f"{n:05d}.png").write_bytes(b"face %d" % n)
+        (chunk_dir / "parsings" / f"{n:05d}.png").write_bytes(b"mask %d" % n)
+    config = dg.RunConfig(ops={"training_splits": {"config": {"layout": True}}})
     result = dg.materialize(PRODUCTS, resources=resources, run_config=config)
     assert result.success
     meta = {
@@ -58,7 +63,15 @@ def test_labels_two_chunks_and_products(drive, tmp_path: Path) -> None:
     assert meta["age_distribution"]["histogram"].value.startswith("![age by gender](data:image/png")
     splits = (root / "splits_256/splits.csv").read_text().splitlines()
     assert splits[0] == "image_number,split,gender,age_group,kept" and len(splits) == 21
-    assert meta["training_splits"]["kept"].value == sum(line.endswith(",1") for line in splits)
+    kept = [line.split(",") for line in splits[1:] if line.endswith(",1")]
+    assert meta["training_splits"]["kept"].value == len(kept)
+    assert meta["training_splits"]["layout_links"].value == 2 * len(kept)
+    number, split, gender, age, _ = kept[0]
+    linked = root / f"splits_256/layout/{gender}s/{split}{age}/{int(number):05d}.png"
+    assert linked.read_bytes() == b"face %d" % int(number)
+    assert (linked.parent / "parsings" / linked.name).read_bytes() == b"mask %d" % int(number)
+    listing = (root / f"splits_256/{gender}s/{split}{age}.txt").read_text().split()
+    assert f"{int(number):05d}.png" in listing
 
     import json
 

@@ -173,6 +173,7 @@ def segmentation_masks(
             "seconds": round(seconds, 2),
             "images_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else 0.0,
             "stats_bytes": size,
+            "dagster/row_count": stats.num_rows,
             "dagster/column_schema": column_schema(STATS_SCHEMA, STATS_DESCRIPTIONS),
             **means,
             "preview": dg.MetadataValue.md(f"![masks](data:image/jpeg;base64,{preview})"),
