@@ -19,7 +19,6 @@ the run (the fake Drive keeps every photo it serves in memory).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import sys
@@ -112,12 +111,11 @@ class PeakRSS:
 
 
 def chunk(images: int, threads: int, processes: int, size: str) -> None:
-    import io
 
     from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
-    from ffhq_aging_assets.lib.images import ImageJob, align_chunk, pixel_md5
+    from ffhq_aging_assets.lib.images import ImageJob, align_chunk
     from ffhq_aging_assets.lib.sources import DriveHttpSource
-    from ffhq_aging_assets.lib.synthetic import random_landmarks
+    from ffhq_aging_assets_tests.conftest import photo_file
     from ffhq_aging_assets_tests.fake_drive import FakeDrive
 
     width, height = (int(v) for v in size.split("x"))
@@ -126,20 +124,15 @@ def chunk(images: int, threads: int, processes: int, size: str) -> None:
     print(f"rendering {images} photos of {width}x{height} ...", flush=True)
     total = 0
     for n in range(images):
-        rng = np.random.default_rng(n)
-        lm = random_landmarks(rng, width, height)
-        img = synthetic_photo(width, height, lm, seed=n)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", compress_level=1)
-        data = buf.getvalue()
+        wild, data = photo_file(n, drive.url(f"benchPhoto{n:05d}"), width, height)
+        drive.add(f"benchPhoto{n:05d}", data, f"{n:05d}.png")
         total += len(data)
-        url = drive.add(f"benchPhoto{n:05d}", data, f"{n:05d}.png")
         specs.append(
             (
                 n,
-                FileSpec(url, f"{n:05d}.png", len(data), hashlib.md5(data).hexdigest()),
-                lm,
-                pixel_md5(img),
+                FileSpec(wild.url, f"{n:05d}.png", wild.size, wild.md5),
+                wild.landmarks,
+                wild.pixel_md5,
             )
         )
     print(f"{total / images / 1e6:.1f} MB per photo on average")

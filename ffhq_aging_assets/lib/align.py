@@ -92,6 +92,49 @@ def _bounds(quad: np.ndarray) -> tuple[int, int, int, int]:
     )
 
 
+def _crop_box(quad: np.ndarray, qsize: float, width: int, height: int) -> tuple[int, tuple]:
+    """The published border, and the quad's box widened by it and clamped to the frame."""
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    b = _bounds(quad)
+    box = (
+        max(b[0] - border, 0),
+        max(b[1] - border, 0),
+        min(b[2] + border, width),
+        min(b[3] + border, height),
+    )
+    return border, box
+
+
+def _pad_for(quad: np.ndarray, qsize: float, border: int, width: int, height: int) -> tuple:
+    """The published reflect-pad around a (cropped) frame.
+
+    All zero when the blur-pad path does not run.
+    """
+    b = _bounds(quad)
+    pad = (
+        max(-b[0] + border, 0),
+        max(-b[1] + border, 0),
+        max(b[2] - width + border, 0),
+        max(b[3] - height + border, 0),
+    )
+    if max(pad) > border - 4:
+        return tuple(int(v) for v in np.maximum(pad, int(np.rint(qsize * 0.3))))
+    return (0, 0, 0, 0)
+
+
+def _sample_quad(img: PIL.Image.Image, quad: np.ndarray, canvas: int, resolution: int):
+    """Bilinear quad sampling onto a square canvas, then the Lanczos reduction to the output."""
+    img = img.transform(
+        (canvas, canvas),
+        PIL.Image.Transform.QUAD,
+        (quad + 0.5).flatten(),
+        PIL.Image.Resampling.BILINEAR,
+    )
+    if resolution < canvas:
+        img = img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
+    return img
+
+
 def crop_geometry(landmarks: np.ndarray, width: int, height: int, resolution: int) -> CropGeometry:
     """The published method's geometry for a ``width`` x ``height`` frame, without pixels.
 
@@ -112,31 +155,14 @@ def crop_geometry(landmarks: np.ndarray, width: int, height: int, resolution: in
         height = int(np.rint(float(height) / shrink))
         quad = quad / shrink
         qsize = qsize / shrink
-    border = max(int(np.rint(qsize * 0.1)), 3)
-    box = _bounds(quad)
-    box = (
-        max(box[0] - border, 0),
-        max(box[1] - border, 0),
-        min(box[2] + border, width),
-        min(box[3] + border, height),
-    )
+    border, box = _crop_box(quad, qsize, width, height)
     crop = None
     if box[2] - box[0] < width or box[3] - box[1] < height:
         crop = box
         quad = quad - box[0:2]
         width, height = box[2] - box[0], box[3] - box[1]
-    b = _bounds(quad)
-    pad = (
-        max(-b[0] + border, 0),
-        max(-b[1] + border, 0),
-        max(b[2] - width + border, 0),
-        max(b[3] - height + border, 0),
-    )
-    blur_pad = max(pad) > border - 4
-    if blur_pad:
-        pad = tuple(int(p) for p in np.maximum(pad, int(np.rint(qsize * 0.3))))
-    else:
-        pad = (0, 0, 0, 0)
+    pad = _pad_for(quad, qsize, border, width, height)
+    blur_pad = max(pad) > 0
     return CropGeometry(
         quad=original_quad,
         qsize=original_qsize,
@@ -279,15 +305,7 @@ def align_face(
     if geo.blur_pad:
         img = _blur_pad(img, geo.pad, qsize)
         quad += geo.pad[:2]
-    img = img.transform(
-        (TRANSFORM_SIZE, TRANSFORM_SIZE),
-        PIL.Image.Transform.QUAD,
-        (quad + 0.5).flatten(),
-        PIL.Image.Resampling.BILINEAR,
-    )
-    if resolution < TRANSFORM_SIZE:
-        img = img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
-    return img
+    return _sample_quad(img, quad, TRANSFORM_SIZE, resolution)
 
 
 def _align_fast(img: PIL.Image.Image, geo: CropGeometry, resolution: int) -> PIL.Image.Image:
@@ -314,14 +332,7 @@ def _align_fast(img: PIL.Image.Image, geo: CropGeometry, resolution: int) -> PIL
     work = (max(int(np.rint(frame[0] / step)), 1), max(int(np.rint(frame[1] / step)), 1))
     tx, ty = frame[0] / work[0], frame[1] / work[1]
     quad, qsize = quad / (tx, ty), qsize / step
-    border = max(int(np.rint(qsize * 0.1)), 3)
-    b = _bounds(quad)
-    box = (
-        max(b[0] - border, 0),
-        max(b[1] - border, 0),
-        min(b[2] + border, work[0]),
-        min(b[3] + border, work[1]),
-    )
+    border, box = _crop_box(quad, qsize, work[0], work[1])
     sx, sy = tx * fx, ty * fy
     if sx == 1.0 and sy == 1.0:
         img = img.crop(box)
@@ -333,26 +344,10 @@ def _align_fast(img: PIL.Image.Image, geo: CropGeometry, resolution: int) -> PIL
             reducing_gap=FAST_REDUCING_GAP,
         )
     quad = quad - box[0:2]
-    b = _bounds(quad)
-    w, h = img.size
-    pad = (
-        max(-b[0] + border, 0),
-        max(-b[1] + border, 0),
-        max(b[2] - w + border, 0),
-        max(b[3] - h + border, 0),
-    )
-    if max(pad) > border - 4:
-        pad = tuple(int(v) for v in np.maximum(pad, int(np.rint(qsize * 0.3))))
-        img = _blur_pad_fast(img, pad, qsize)  # type: ignore[arg-type]
+    pad = _pad_for(quad, qsize, border, *img.size)
+    if max(pad) > 0:
+        img = _blur_pad_fast(img, pad, qsize)
         quad = quad + pad[:2]
     least = _fast_supersample(resolution)
     canvas = min(TRANSFORM_SIZE, int(np.ceil(max(least, qsize / resolution) * resolution)))
-    img = img.transform(
-        (canvas, canvas),
-        PIL.Image.Transform.QUAD,
-        (quad + 0.5).flatten(),
-        PIL.Image.Resampling.BILINEAR,
-    )
-    if resolution < canvas:
-        img = img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
-    return img
+    return _sample_quad(img, quad, canvas, resolution)
