@@ -1,7 +1,7 @@
 """The segmentation stage: a 19-class face-parsing mask for every aligned image.
 
-torch is imported inside the asset, never by this module: every spawned step imports the
-definitions, and only this one needs the model.
+The model code, and with it torch, is imported inside the asset, never by this module: every
+spawned step imports the definitions, and only this one needs the model.
 """
 
 import base64
@@ -81,8 +81,6 @@ def segmentation_masks(
     core). Valid existing masks are kept. Also writes each mask's class fractions to a table.
     Runs in the ``gpu`` pool: one chunk at a time per GPU.
     """
-    import torch
-
     from ffhq_aging_assets.lib.deeplab import load_deeplab
     from ffhq_aging_assets.lib.segment import prepare_model, resolve_device, segment_images
 
@@ -105,8 +103,6 @@ def segmentation_masks(
         weights = dataset.root_path / "models" / "deeplab_model.pth"
         fetch_shared(file_source.source, deeplab_weights.spec, weights)
         model = prepare_model(load_deeplab(weights), device)
-        if device.type == "cpu":
-            torch.set_num_threads(max(torch.get_num_threads(), 1))
         done = [0]
 
         def save(indices: list[int], labels: np.ndarray) -> None:
