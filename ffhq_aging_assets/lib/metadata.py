@@ -409,10 +409,13 @@ class TableBuilder:
                 raise MetadataError(f"{where}: {k} {v!r:.80} is not an md5 hex digest")
             md5s[k] = v.lower()
         dims = wild.get("pixel_size")
-        if (
-            not isinstance(dims, list)
-            or len(dims) != 2
-            or any(type(d) is not int or not 0 < d <= 65_535 for d in dims)
+        if not (
+            isinstance(dims, list)
+            and len(dims) == 2
+            and type(dims[0]) is int
+            and type(dims[1]) is int
+            and 0 < dims[0] <= 65_535
+            and 0 < dims[1] <= 65_535
         ):
             raise MetadataError(f"{where}: pixel_size {dims!r:.40} is not [width, height]")
         text = []
@@ -487,8 +490,11 @@ def _check_file_path(where: str, file_path: str, number: int) -> None:
     parts = file_path.split("/")
     unsafe = (
         file_path.startswith("/")
-        or any(c in file_path for c in "\\\x00:")
-        or any(part in ("..", ".") for part in parts)
+        or "\\" in file_path
+        or "\x00" in file_path
+        or ":" in file_path
+        or ".." in parts
+        or "." in parts
     )
     if unsafe:
         raise MetadataError(f"{where}: unsafe file_path {file_path!r:.120}")
