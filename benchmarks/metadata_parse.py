@@ -6,11 +6,10 @@ Generates a synthetic JSON in the published layout under benchmarks/.cache (once
 each variant in a fresh process, alternating their order between rounds:
 
 - ``json.load``: the 2020 script's ``json.load(f, object_pairs_hook=OrderedDict)``.
-- ``index``: the chunk index pass ``ffhq_metadata_json`` makes once per metadata file.
-- ``all chunks``: the index pass, then every chunk read from its offset, validated and written
-  to Parquet, as the 70 ``image_metadata`` partitions do (here in one process, one after the
-  other).
-- ``one chunk``: what one ``image_metadata`` step costs: chunk 69000, the last in the file.
+- ``all chunks``: the one streaming pass ``ffhq_metadata_json`` makes per metadata file: every
+  entry validated, every chunk's table written to Parquet.
+- ``one chunk``: what one ``image_metadata`` step then adds: read its chunk's table (69000)
+  and write it out.
 
 Peak RSS is the process's ``ru_maxrss``; "after imports" is the same process's RSS just before
 the work starts (Python, NumPy, pyarrow and pandas loaded), and "added" the difference.
@@ -37,6 +36,7 @@ def rss_mb() -> float:
 
 def child(mode: str, path: Path) -> None:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from ffhq_aging_assets.lib import metadata as m
     from ffhq_aging_assets.lib.chunks import expected_numbers
@@ -50,23 +50,13 @@ def child(mode: str, path: Path) -> None:
 
         with path.open() as f:
             json.load(f, object_pairs_hook=OrderedDict)
-    elif mode == "index":
-        m.index_chunks(path)
     elif mode == "all chunks":
-        index = m.index_chunks(path)
         with tempfile.TemporaryDirectory() as out:
-            for chunk in sorted(index.offsets):
-                numbers = expected_numbers(chunk, index.entries - int(chunk))
-                write_table(
-                    m.read_chunk(path, index, chunk, numbers), Path(out) / f"{chunk}.parquet"
-                )
+            m.convert(path, lambda chunk, table: write_table(table, Path(out) / f"{chunk}.parquet"))
     elif mode == "one chunk":
-        index = json.loads(path.with_suffix(".index.json").read_text())
-        index = m.ChunkIndex(index["entries"], index["offsets"])
-        last = sorted(index.offsets)[-1]
-        numbers = expected_numbers(last, index.entries - int(last))
+        table = pq.read_table(path.with_suffix(".69000.parquet"))
         with tempfile.TemporaryDirectory() as out:
-            write_table(m.read_chunk(path, index, last, numbers), Path(out) / "t.parquet")
+            write_table(table.slice(0, len(expected_numbers("69000", None))), Path(out) / "t.pq")
     seconds = time.perf_counter() - start
     print(json.dumps({"mode": mode, "seconds": seconds, "peak_mb": rss_mb(), "before_mb": before}))
 
@@ -92,19 +82,20 @@ def main() -> None:
         child(args.child, Path(args.path))
         return
 
-    from ffhq_aging_assets.lib.metadata import index_chunks
+    from ffhq_aging_assets.lib.metadata import convert
     from ffhq_aging_assets.lib.synthetic import write_ffhq_json
+    from ffhq_aging_assets.lib.tables import write_table
 
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"ffhq-dataset-v2-synthetic-{args.entries}.json"
     if not path.exists():
         print(f"writing {path} ...", flush=True)
         write_ffhq_json(path, args.entries, seed=1)
-    index = index_chunks(path)
-    path.with_suffix(".index.json").write_text(index.to_json())
-    print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB, {index.entries} entries")
+    last = path.with_suffix(".69000.parquet")
+    result = convert(path, lambda c, t: write_table(t, last) if c == "69000" else None)
+    print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB, {result.entries} entries")
 
-    modes = ["json.load", "index", "all chunks", "one chunk"]
+    modes = ["json.load", "all chunks", "one chunk"]
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(args.rounds):
         for mode in modes if r % 2 == 0 else modes[::-1]:

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,23 +27,25 @@ def write_entries(path: Path, data: dict, indent: int | None = None) -> Path:
     return path
 
 
-def test_index_finds_every_chunk_start(meta_2500: Path) -> None:
-    index = m.index_chunks(meta_2500)
-    assert index.entries == 2500
-    assert sorted(index.offsets) == ["00000", "01000", "02000"]
-    raw = meta_2500.read_bytes()
-    for chunk, offset in index.offsets.items():
-        assert raw[offset:].startswith(f'"{int(chunk)}":'.encode())
-    assert m.ChunkIndex.from_json(index.to_json()) == index
+def tables(path: Path) -> tuple[m.Conversion, dict]:
+    out: dict = {}
+    result = m.convert(path, out.__setitem__)
+    return result, out
 
 
-def test_chunk_read_equals_a_full_parse(meta_2500: Path) -> None:
-    index = m.index_chunks(meta_2500)
-    table = m.read_chunk(meta_2500, index, "01000", range(1000, 2000))
+def test_one_pass_yields_every_chunk(meta_2500: Path) -> None:
+    result, out = tables(meta_2500)
+    assert result.entries == 2500 and result.errors == {}
+    assert result.rows == {"00000": 1000, "01000": 1000, "02000": 500}
+    assert {k: t.num_rows for k, t in out.items()} == result.rows
+    assert all(t.schema == m.METADATA_SCHEMA for t in out.values())
+
+
+def test_tables_equal_a_full_parse(meta_2500: Path) -> None:
+    _, out = tables(meta_2500)
     ref = entries(meta_2500)
-    assert table.num_rows == 1000
-    assert table.schema == m.METADATA_SCHEMA
-    rows = table.to_pylist()
+    rows = out["01000"].to_pylist()
+    assert [r["image_number"] for r in rows] == list(range(1000, 2000))
     for row in (rows[0], rows[517], rows[-1]):
         wild = ref[str(row["image_number"])]["in_the_wild"]
         assert row["file_url"] == wild["file_url"]
@@ -54,20 +57,6 @@ def test_chunk_read_equals_a_full_parse(meta_2500: Path) -> None:
         assert row["author"] == meta["author"] and row["license_url"] == meta["license_url"]
 
 
-def test_limit_reads_only_the_first_entries(meta_2500: Path) -> None:
-    index = m.index_chunks(meta_2500)
-    table = m.read_chunk(meta_2500, index, "02000", range(2000, 2020))
-    assert table.column("image_number").to_pylist() == list(range(2000, 2020))
-
-
-def test_missing_chunk_and_short_file(meta_2500: Path) -> None:
-    index = m.index_chunks(meta_2500)
-    with pytest.raises(m.MetadataError, match="none for chunk 05000"):
-        m.read_chunk(meta_2500, index, "05000", range(5000, 6000))
-    with pytest.raises(m.MetadataError, match="ends after entry 2499"):
-        m.read_chunk(meta_2500, index, "02000", range(2000, 3000))
-
-
 @pytest.mark.parametrize("indent", [None, 2])
 def test_pretty_printed_and_unicode_files(tmp_path: Path, meta_2500: Path, indent) -> None:
     data = OrderedDict((k, v) for k, v in list(entries(meta_2500).items())[:1003])
@@ -75,19 +64,16 @@ def test_pretty_printed_and_unicode_files(tmp_path: Path, meta_2500: Path, inden
     data["1002"]["image"]["file_path"] = 'images1024x1024/"quoted"/{x}]'
     path = tmp_path / "m.json"
     path.write_text(json.dumps(data, indent=indent, ensure_ascii=False), encoding="utf-8")
-    index = m.index_chunks(path)
-    raw = path.read_bytes()
-    assert raw[index.offsets["01000"] :].startswith(b'"1000"')
-    table = m.read_chunk(path, index, "01000", range(1000, 1003))
-    assert table.column("photo_title").to_pylist()[1] == data["1001"]["metadata"]["photo_title"]
+    result, out = tables(path)
+    assert result.rows == {"00000": 1000, "01000": 3}
+    titles = out["01000"].column("photo_title").to_pylist()
+    assert titles[1] == data["1001"]["metadata"]["photo_title"]
 
 
 def test_entries_spanning_buffer_boundaries(monkeypatch, meta_2500: Path) -> None:
     monkeypatch.setattr(m, "BLOCK", 777)
-    index = m.index_chunks(meta_2500)
-    assert index.entries == 2500
-    table = m.read_chunk(meta_2500, index, "01000", range(1000, 1100))
-    assert table.num_rows == 100
+    result, out = tables(meta_2500)
+    assert result.entries == 2500 and out["01000"].num_rows == 1000
 
 
 def test_malformed_json_reports_byte_offset(tmp_path: Path, meta_2500: Path) -> None:
@@ -96,38 +82,33 @@ def test_malformed_json_reports_byte_offset(tmp_path: Path, meta_2500: Path) -> 
     raw[at + 10] = ord(";")  # the colon after "category"
     path = tmp_path / "bad.json"
     path.write_bytes(raw)
-    index_error = None
     with pytest.raises(m.MetadataError) as err:
-        with path.open("rb") as f:
-            for _ in m.iter_entries(f, name="bad.json"):
-                pass
-    index_error = str(err.value)
-    assert "bad.json" in index_error and f"byte offset {at + 10}" in index_error
+        m.convert(path, lambda chunk, table: None)
+    assert "bad.json" in str(err.value) and f"byte offset {at + 10}" in str(err.value)
 
 
 def test_truncated_file_and_not_an_object(tmp_path: Path, meta_2500: Path) -> None:
     path = tmp_path / "cut.json"
     path.write_bytes(meta_2500.read_bytes()[:300_000])
     with pytest.raises(m.MetadataError, match="ends"):
-        m.index_chunks(path)
+        tables(path)
     path.write_bytes(b"[1, 2, 3]")
     with pytest.raises(m.MetadataError, match=r"byte offset 0"):
-        m.index_chunks(path)
+        tables(path)
     path.write_bytes(b"")
     with pytest.raises(m.MetadataError):
-        m.index_chunks(path)
+        tables(path)
 
 
 def test_keys_out_of_order_are_rejected(tmp_path: Path, meta_2500: Path) -> None:
-    data = OrderedDict(list(entries(meta_2500).items())[:10])
-    data["4"], data["5"] = data["5"], data["4"]
-    data = OrderedDict((k if k not in ("4", "5") else k, v) for k, v in data.items())
-    swapped = OrderedDict()
-    for k, v in data.items():
-        swapped[{"4": "5", "5": "4"}.get(k, k)] = v
+    items = list(entries(meta_2500).items())[:10]
+    swapped = OrderedDict(
+        (str(k), v)
+        for k, v in zip([0, 1, 2, 3, 5, 4, 6, 7, 8, 9], (v for _, v in items), strict=True)
+    )
     path = write_entries(tmp_path / "m.json", swapped)
     with pytest.raises(m.MetadataError, match="entry 4 has key '5'"):
-        m.index_chunks(path)
+        tables(path)
 
 
 def _chunk_with(tmp_path: Path, meta_2500: Path, mutate) -> Path:
@@ -165,11 +146,13 @@ def _chunk_with(tmp_path: Path, meta_2500: Path, mutate) -> Path:
     ],
 )
 def test_bad_entries_are_named(tmp_path: Path, meta_2500: Path, mutate, message: str) -> None:
-    path = _chunk_with(tmp_path, meta_2500, mutate)
-    index = m.index_chunks(path)
-    with pytest.raises(m.MetadataError, match=message) as err:
-        m.read_chunk(path, index, "00000", range(5))
-    assert "entry '3'" in str(err.value)
+    data = OrderedDict(list(entries(meta_2500).items())[:1005])
+    mutate(data)
+    path = write_entries(tmp_path / "m.json", data)
+    result, out = tables(path)
+    assert list(result.errors) == ["00000"] and "entry '3'" in result.errors["00000"]
+    assert re.search(message, result.errors["00000"])
+    assert "00000" not in out and out["01000"].num_rows == 5  # the other chunk is unharmed
 
 
 def test_nan_landmarks_parse_and_stay_nan(tmp_path: Path, meta_2500: Path) -> None:
@@ -178,7 +161,7 @@ def test_nan_landmarks_parse_and_stay_nan(tmp_path: Path, meta_2500: Path) -> No
         meta_2500,
         lambda d: d["2"]["in_the_wild"]["face_landmarks"][0].__setitem__(0, float("nan")),
     )
-    table = m.read_chunk(path, m.index_chunks(path), "00000", range(5))
+    table = tables(path)[1]["00000"]
     landmarks = np.asarray(table.column("face_landmarks").to_pylist())
     assert np.isnan(landmarks[2, 0]) and np.isfinite(np.delete(landmarks, 2, axis=0)).all()
 

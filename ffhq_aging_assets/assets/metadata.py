@@ -17,9 +17,8 @@ from ffhq_aging_assets.lib.files import atomic_path, file_lock
 from ffhq_aging_assets.lib.metadata import (
     COLUMN_DESCRIPTIONS,
     METADATA_SCHEMA,
-    ChunkIndex,
-    index_chunks,
-    read_chunk,
+    MetadataError,
+    convert,
 )
 from ffhq_aging_assets.lib.sources import fetch_shared
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
@@ -28,7 +27,7 @@ from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, MetadataLocations
 
 JSON_NAME = "ffhq-dataset-v2.json"
-INDEX_NAME = "ffhq-dataset-v2.chunks.json"
+PARSED_NAME = "ffhq-dataset-v2.parsed.json"
 
 
 @dg.asset(group_name="metadata", kinds={"json"}, automation_condition=NIGHTLY_MISSING)
@@ -38,36 +37,49 @@ def ffhq_metadata_json(
     metadata_locations: MetadataLocations,
     file_source: FileSourceResource,
 ) -> dg.MaterializeResult:
-    """FFHQ's ``ffhq-dataset-v2.json`` (268 MB) and ``LICENSE.txt``, verified, with a chunk index.
+    """FFHQ's ``ffhq-dataset-v2.json`` (268 MB) and ``LICENSE.txt``, verified, parsed by chunk.
 
     Both files are fetched through the configured source (anonymous Drive, Drive with a Google
     account, or a local folder) and checked against the published size and md5; a verified
-    copy is never fetched again. One streaming pass then checks the JSON's structure and key
-    order and records the byte offset of every chunk's first entry, so each chunk's metadata
-    can be read without scanning the whole file.
+    copy is never fetched again. One streaming pass then validates every entry and writes each
+    chunk's rows to a Parquet file kept for that md5, so each chunk step reads only its own;
+    an entry that is malformed or unsafe fails only its chunk, whose step names it.
     """
     start = time.perf_counter()
     folder = dataset.metadata_dir
-    json_path, index_path = folder / JSON_NAME, folder / INDEX_NAME
+    json_path, parsed_path = folder / JSON_NAME, folder / PARSED_NAME
     fetched, size, md5 = fetch_shared(file_source.source, metadata_locations.metadata, json_path)
     fetched_license, _, _ = fetch_shared(
         file_source.source, metadata_locations.license, folder / "LICENSE.txt"
     )
     context.log.info(f"{JSON_NAME}: {size:,} bytes, md5 {md5} ({'fetched' if fetched else 'kept'})")
-    with file_lock(index_path.with_name(f".{index_path.name}.lock")):
-        index = _stored_index(index_path, md5)
-        if index is None:
-            context.log.info(f"indexing {JSON_NAME} in one streaming pass")
-            index = index_chunks(json_path)
-            with atomic_path(index_path) as tmp:
-                tmp.write_text(json.dumps({"md5": md5, **json.loads(index.to_json())}))
+    with file_lock(parsed_path.with_name(f".{parsed_path.name}.lock")):
+        parsed = _stored_conversion(parsed_path, md5)
+        if parsed is None:
+            context.log.info(f"parsing {JSON_NAME} in one streaming pass")
+            tables = folder / f"chunks-{md5}"
+            result = convert(
+                json_path, lambda chunk, table: write_table(table, tables / f"{chunk}.parquet")
+            )
+            parsed = {
+                "md5": md5,
+                "entries": result.entries,
+                "rows": result.rows,
+                "errors": result.errors,
+                "tables": tables.name,
+            }
+            with atomic_path(parsed_path) as tmp:
+                tmp.write_text(json.dumps(parsed, indent=1))
+    for chunk, error in sorted(parsed["errors"].items()):
+        context.log.warning(f"chunk {chunk} cannot be built: {error}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(json_path)),
             "bytes": size,
             "md5": md5,
-            "entries": index.entries,
-            "chunks": len(index.offsets),
+            "entries": parsed["entries"],
+            "chunks": len(parsed["rows"]),
+            "chunks_with_bad_entries": len(parsed["errors"]),
             "fetched": fetched or fetched_license,
             "seconds": round(time.perf_counter() - start, 2),
         },
@@ -75,28 +87,37 @@ def ffhq_metadata_json(
     )
 
 
-def _stored_index(path: Path, md5: str) -> ChunkIndex | None:
-    """The index saved for the JSON with this md5, if there is one."""
+def _stored_conversion(path: Path, md5: str) -> dict | None:
+    """What the last complete pass over the JSON with this md5 recorded, if its tables exist."""
     try:
-        text = path.read_text()
-        return ChunkIndex.from_json(text) if json.loads(text).get("md5") == md5 else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        parsed = json.loads(path.read_text())
+        if parsed["md5"] != md5 or not (path.parent / parsed["tables"]).is_dir():
+            return None
+        return parsed if isinstance(parsed["rows"], dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def load_chunk_index(dataset: DatasetResource) -> ChunkIndex:
-    """The chunk index of the verified JSON.
+def chunk_table(dataset: DatasetResource, chunk: str) -> pa.Table:
+    """The chunk's rows as the last pass over the verified JSON wrote them.
 
     Raises:
         dg.Failure: when ``ffhq_metadata_json`` has not been materialized under this root.
+        MetadataError: when the file has no entries for this chunk, or a bad one.
     """
-    path = dataset.metadata_dir / INDEX_NAME
+    path = dataset.metadata_dir / PARSED_NAME
     try:
-        return ChunkIndex.from_json(path.read_text())
+        parsed = json.loads(path.read_text())
+        tables = dataset.metadata_dir / parsed["tables"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise dg.Failure(
-            f"no usable chunk index at {path}: materialize ffhq_metadata_json first ({exc})"
+            f"no parsed metadata at {path}: materialize ffhq_metadata_json first ({exc})"
         ) from exc
+    if chunk in parsed["errors"]:
+        raise MetadataError(parsed["errors"][chunk])
+    if chunk not in parsed["rows"]:
+        raise MetadataError(f"{JSON_NAME} has {parsed['entries']} entries: none for chunk {chunk}")
+    return pq.read_table(tables / f"{chunk}.parquet")
 
 
 IMAGE_METADATA_GATES = {
@@ -120,16 +141,21 @@ def image_metadata(
 ) -> dg.MaterializeResult:
     """Per-image metadata of one chunk: one Parquet row per image, validated field by field.
 
-    Read from the verified JSON starting at the chunk's indexed offset, so memory and time stay
-    proportional to the chunk. Each row holds the image number, FFHQ category, the in-the-wild
-    photo's URL, size, md5, pixel size and pixel md5, the 68 landmarks, face rect and quad, and
-    the Flickr author, license, URLs and dates. An unsafe file path, a key that does not match
-    its image number, or a malformed field fails the chunk with an error naming the entry.
+    Each row holds the image number, FFHQ category, the in-the-wild photo's URL, size, md5,
+    pixel size and pixel md5, the 68 landmarks, face rect and quad, and the Flickr author,
+    license, URLs and dates. An unsafe file path, a key that does not match its image number,
+    or a malformed field fails the chunk with an error naming the entry.
     """
     chunk = context.partition_key
     start = time.perf_counter()
     numbers = expected_numbers(chunk, dataset.per_chunk_limit)
-    table = read_chunk(dataset.metadata_dir / JSON_NAME, load_chunk_index(dataset), chunk, numbers)
+    table = chunk_table(dataset, chunk)
+    if table.num_rows < len(numbers):
+        raise MetadataError(
+            f"{JSON_NAME} ends after entry {numbers[0] + table.num_rows - 1}: "
+            f"chunk {chunk} needs entries {numbers[0]}..{numbers[-1]}"
+        )
+    table = table.slice(0, len(numbers))
     out = dataset.table_path("image_metadata", chunk)
     size = write_table(table, out)
     seconds = time.perf_counter() - start

@@ -3,8 +3,8 @@
 The file is one JSON object of 70,000 entries (268 MB). ``json.load`` of it holds everything in
 memory (2.6 GB with the 2020 script's ordered dicts). Here the top-level object is walked by hand
 and each entry is decoded on its own by the standard library's C decoder from a bounded buffer,
-so memory stays at a few megabytes, errors carry the exact byte offset, and a chunk index (the
-byte offset of every chunk's first entry) lets one chunk be read without scanning the rest.
+so memory stays at a few megabytes and errors carry the exact byte offset. One pass writes
+every chunk's table; a malformed entry fails only its own chunk.
 
 Everything in the file is untrusted: every entry is validated field by field, and of the file
 paths only the name pattern ``NNNNN.png`` is ever used.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import gc
 import json
 import re
@@ -24,7 +25,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from ffhq_aging_assets.lib.chunks import CHUNK_KEYS, CHUNK_SIZE, NUM_IMAGES, chunk_of
+from ffhq_aging_assets.lib.chunks import CHUNK_SIZE, NUM_IMAGES, chunk_of
 
 BLOCK = 1 << 20
 MAX_ENTRY_BYTES = 4 << 20
@@ -37,8 +38,6 @@ _LIST1 = rf"\[{_PLAIN}(?:{_STR}{_PLAIN})*+\]"
 _LIST2 = rf"\[{_PLAIN}(?:(?:{_LIST1}|{_STR}){_PLAIN})*+\]"
 _OBJ1 = rf"\{{{_PLAIN}(?:(?:{_STR}|{_LIST2}|{_LIST1}){_PLAIN})*+\}}"
 _SKIPPABLE = re.compile(_OBJ1)
-_ENTRY_SHAPE = re.compile(rf"\{{{_PLAIN}(?:(?:{_STR}|{_OBJ1}|{_LIST2}|{_LIST1}){_PLAIN})*+\}}")
-SKIP_ALL = frozenset({"*"})
 _WS_RE = re.compile(r"[ \t\n\r]*")
 _OPEN = re.compile(r"[ \t\n\r]*\{[ \t\n\r]*")
 _FIELD = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')
@@ -120,38 +119,31 @@ class _Reader:
 def iter_entries(
     stream: BinaryIO,
     *,
-    start: int = 0,
     name: str = "metadata",
-    want_offset: Callable[[str], bool] = lambda key: False,
     skip: frozenset[str] = UNUSED_SECTIONS,
-) -> Iterator[tuple[str, Any, int | None]]:
-    """Yield ``(key, value, offset)`` for each top-level entry of a JSON object.
+) -> Iterator[tuple[str, Any]]:
+    """Yield ``(key, value)`` for each top-level entry of a JSON object.
 
     Args:
-        stream: a binary file positioned anywhere; it is seeked to ``start``.
-        start: 0 for the whole file, or the byte offset of an entry's key (from a chunk index).
+        stream: a binary file, read from its start.
         name: the file's name, for error messages.
-        want_offset: called with each key; where it returns True, ``offset`` is the byte offset
-            of that key's opening quote (else None).
         skip: fields of each entry whose object values are matched but not decoded (they come
-            back as None); :data:`SKIP_ALL` matches whole entries (values are all None).
+            back as None).
 
     Raises:
         MetadataError: with the byte offset of the first malformed byte.
     """
-    r = _Reader(stream, start, name)
-    pos = 0
-    if start == 0:
-        while len(r.buf) < 2 and not r.eof:
-            r.fill(0)
-        match = _OPEN.match(r.buf)
-        if match is None:
-            raise r.error(_WS_RE.match(r.buf).end(), "expected a JSON object ('{')")
-        pos = match.end()
-        while pos >= len(r.buf) and not r.eof:
-            pos -= r.fill(pos)
-        if r.buf[pos : pos + 1] == "}":
-            return
+    r = _Reader(stream, 0, name)
+    while len(r.buf) < 2 and not r.eof:
+        r.fill(0)
+    match = _OPEN.match(r.buf)
+    if match is None:
+        raise r.error(_WS_RE.match(r.buf).end(), "expected a JSON object ('{')")  # type: ignore[union-attr]
+    pos = match.end()
+    while pos >= len(r.buf) and not r.eof:
+        pos -= r.fill(pos)
+    if r.buf[pos : pos + 1] == "}":
+        return
     while True:
         entry_start = pos
         while True:
@@ -165,11 +157,7 @@ def iter_entries(
                         raise r.error(more.pos, "the file ends inside the JSON object") from None
                     raise r.error(more.pos, more.why) from None
                 entry_start -= r.fill(entry_start)
-        if want_offset(key):
-            offset: int | None = r.byte_offset(_WS_RE.match(r.buf, entry_start).end())  # type: ignore[union-attr]
-        else:
-            offset = None
-        yield key, value, offset
+        yield key, value
         pos = after
         if closed:
             return
@@ -211,13 +199,7 @@ def _value(buf: str, pos: int, where: str) -> tuple[Any, int]:
 def _parse_entry(r: _Reader, pos: int, skip: frozenset[str]) -> tuple[str, Any, int, bool]:
     buf = r.buf
     key, pos = _field(buf, pos, "key")
-    if skip is SKIP_ALL:
-        match = _ENTRY_SHAPE.match(buf, pos)
-        if match is None:  # deeper than the pattern, cut off, or malformed: the decoder decides
-            value, pos = _value(buf, pos, key)
-        else:
-            value, pos = None, match.end()
-    elif skip and buf[pos] == "{":
+    if skip and buf[pos] == "{":
         value, pos = _object_skipping(buf, pos, skip, key)
     else:
         value, pos = _value(buf, pos, key)
@@ -251,54 +233,6 @@ def _object_skipping(
             out[name], pos = _value(buf, pos, entry)
         pos, closed = _after_value(buf, pos, f"field {name!r} in entry {entry!r}")
     return out, pos
-
-
-@dataclass(frozen=True)
-class ChunkIndex:
-    """Byte offset of each chunk's first entry in a metadata file, and its entry count."""
-
-    entries: int
-    offsets: dict[str, int]
-
-    def to_json(self) -> str:
-        """Serialise for a sidecar file."""
-        return json.dumps({"entries": self.entries, "offsets": self.offsets})
-
-    @classmethod
-    def from_json(cls, text: str) -> ChunkIndex:
-        """Read a sidecar written by :meth:`to_json`."""
-        data = json.loads(text)
-        offsets = {str(k): int(v) for k, v in data["offsets"].items() if k in CHUNK_KEYS}
-        return cls(entries=int(data["entries"]), offsets=offsets)
-
-
-def index_chunks(path: Path, on_entry: Callable[[int], None] | None = None) -> ChunkIndex:
-    """One streaming pass over the whole file: syntax, key order, and chunk offsets.
-
-    Raises:
-        MetadataError: malformed JSON (with byte offset) or keys out of order.
-    """
-    offsets: dict[str, int] = {}
-    count = 0
-    with _gc_paused(), path.open("rb") as f:
-        for key, _value, offset in iter_entries(
-            f,
-            name=path.name,
-            want_offset=lambda k: k.isdigit() and int(k) % CHUNK_SIZE == 0,
-            skip=SKIP_ALL,
-        ):
-            if key != str(count):
-                raise MetadataError(
-                    f"{path.name}: entry {count} has key {key!r}; keys must be 0, 1, 2, ..."
-                )
-            if offset is not None:
-                offsets[chunk_of(count)] = offset
-            count += 1
-            if count > NUM_IMAGES:
-                raise MetadataError(f"{path.name}: more than {NUM_IMAGES} entries")
-            if on_entry is not None:
-                on_entry(count)
-    return ChunkIndex(entries=count, offsets=offsets)
 
 
 METADATA_SCHEMA = pa.schema(
@@ -504,26 +438,58 @@ def _check_file_path(where: str, file_path: str, number: int) -> None:
         )
 
 
-def read_chunk(path: Path, index: ChunkIndex, chunk_key: str, numbers: range) -> pa.Table:
-    """Parse and validate the entries ``numbers`` of one chunk, starting at its indexed offset.
+@dataclass
+class Conversion:
+    """What one pass over the metadata file found."""
+
+    entries: int = 0
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def convert(path: Path, write: Callable[[str, pa.Table], None]) -> Conversion:
+    """One streaming pass over the whole file: each chunk's validated table, as it completes.
+
+    ``write(chunk, table)`` receives every chunk whose entries are all valid. A malformed or
+    unsafe entry fails only its own chunk (its message is kept in ``errors``), so one bad entry
+    does not stop the other 69 chunks.
 
     Raises:
-        MetadataError: the file has no such entries, or one of them is malformed or unsafe.
+        MetadataError: malformed JSON (with its byte offset), keys out of order, or too many
+            entries: the file itself is not a usable metadata file.
     """
-    if chunk_key not in index.offsets:
-        raise MetadataError(f"{path.name} has {index.entries} entries: none for chunk {chunk_key}")
+    result = Conversion()
     builder = TableBuilder(path.name)
+    chunk = None
+
+    def finish() -> None:
+        if chunk is None or chunk in result.errors:
+            return
+        try:
+            table = builder.table()
+        except MetadataError as exc:
+            result.errors[chunk] = str(exc)
+            return
+        result.rows[chunk] = table.num_rows
+        write(chunk, table)
+
     with _gc_paused(), path.open("rb") as f:
-        for key, value, _ in iter_entries(f, start=index.offsets[chunk_key], name=path.name):
-            expected = numbers[len(builder)]
-            if key != str(expected):
-                raise MetadataError(f"{path.name}: expected entry {expected}, found key {key!r}")
-            builder.add(key, value)
-            if len(builder) == len(numbers):
-                break
-    if len(builder) < len(numbers):
-        raise MetadataError(
-            f"{path.name} ends after entry {numbers[0] + len(builder) - 1}: "
-            f"chunk {chunk_key} needs entries {numbers[0]}..{numbers[-1]}"
-        )
-    return builder.table()
+        for count, (key, value) in enumerate(iter_entries(f, name=path.name)):
+            if key != str(count):
+                raise MetadataError(
+                    f"{path.name}: entry {count} has key {key!r}; keys must be 0, 1, 2, ..."
+                )
+            if count >= NUM_IMAGES:
+                raise MetadataError(f"{path.name}: more than {NUM_IMAGES} entries")
+            if count % CHUNK_SIZE == 0:
+                finish()
+                chunk, builder = chunk_of(count), TableBuilder(path.name)
+            if chunk in result.errors:
+                continue
+            try:
+                builder.add(key, value)
+            except MetadataError as exc:
+                result.errors[chunk] = str(exc)  # type: ignore[index]
+            result.entries = count + 1
+        finish()
+    return result
