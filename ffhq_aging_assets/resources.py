@@ -43,7 +43,7 @@ class DatasetResource(dg.ConfigurableResource):
 
     @property
     def metadata_dir(self) -> Path:
-        """Where the metadata JSON, its chunk index and the FFHQ LICENSE are kept."""
+        """Where the metadata JSON, its per-chunk tables and the FFHQ LICENSE are kept."""
         return self.root_path / "metadata"
 
     @property
