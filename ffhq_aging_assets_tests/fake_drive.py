@@ -4,7 +4,8 @@ Small files come straight from ``/uc?id=ID``; large ones answer today's "can't s
 for viruses" page whose ``download-form`` must be submitted to ``/download`` (or, in legacy
 mode, a page with a ``confirm=`` link and a ``download_warning`` cookie). Faults are queued per
 file and consumed one per request: ``quota``, ``500``, ``429``, ``truncate``, ``corrupt``,
-``slow`` (stalls before the body), ``html`` (an unknown HTML page), ``ok``.
+``slow`` (stalls before the body), ``html`` (an unknown HTML page), ``html-as-data`` (the same
+page labelled as binary), ``ok``.
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 )
             elif fault == "html":
                 self._send(200, UNKNOWN_PAGE.encode(), "text/html; charset=utf-8")
+            elif fault == "html-as-data":
+                self._send(200, UNKNOWN_PAGE.encode(), "application/octet-stream")
             elif fault == "truncate":
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")

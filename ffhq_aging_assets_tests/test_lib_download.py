@@ -74,7 +74,9 @@ def test_quota_page_after_form_submission(drive, tmp_path: Path) -> None:
     assert not (tmp_path / "b.bin").exists()
 
 
-@pytest.mark.parametrize("fault", ["500", "429", "truncate", "corrupt", "html", "slow"])
+@pytest.mark.parametrize(
+    "fault", ["500", "429", "truncate", "corrupt", "html", "html-as-data", "slow"]
+)
 def test_transient_faults_are_retried(drive, tmp_path: Path, fault: str) -> None:
     drive.stall_seconds = 2.5
     url = drive.add("smallfile0002", SMALL)
@@ -100,9 +102,10 @@ def test_persistent_corruption_names_file_and_both_checksums(drive, tmp_path: Pa
     assert not (tmp_path / "00042.png").exists() and not leftover_temp_files(tmp_path)
 
 
-def test_html_is_never_written_as_data(drive, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["html", "html-as-data"])
+def test_html_is_never_written_as_data(drive, tmp_path: Path, fault: str) -> None:
     url = drive.add("smallfile0004", SMALL)
-    drive.fail("smallfile0004", "html", "html", "html")
+    drive.fail("smallfile0004", fault, fault, fault)
     with pytest.raises(DownloadError, match="instead of the file"):
         download(FileSpec(url, "x.png"), tmp_path / "x.png", policy=FAST)
     assert not (tmp_path / "x.png").exists() and not leftover_temp_files(tmp_path)

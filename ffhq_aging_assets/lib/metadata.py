@@ -81,13 +81,12 @@ class _NeedMore(Exception):
 class _Reader:
     """A bounded text window over a UTF-8 byte stream that remembers byte offsets."""
 
-    def __init__(self, stream: BinaryIO, start: int, name: str) -> None:
-        stream.seek(start)
+    def __init__(self, stream: BinaryIO, name: str) -> None:
         self.stream = stream
         self.name = name
         self.decode = codecs.getincrementaldecoder("utf-8")()
         self.buf = ""
-        self.base = start
+        self.base = stream.tell()
         self.eof = False
 
     def byte_offset(self, pos: int) -> int:
@@ -125,7 +124,7 @@ def iter_entries(
     """Yield ``(key, value)`` for each top-level entry of a JSON object.
 
     Args:
-        stream: a binary file, read from its start.
+        stream: a binary file, read from its current position (normally its start).
         name: the file's name, for error messages.
         skip: fields of each entry whose object values are matched but not decoded (they come
             back as None).
@@ -133,7 +132,7 @@ def iter_entries(
     Raises:
         MetadataError: with the byte offset of the first malformed byte.
     """
-    r = _Reader(stream, 0, name)
+    r = _Reader(stream, name)
     while len(r.buf) < 2 and not r.eof:
         r.fill(0)
     match = _OPEN.match(r.buf)
