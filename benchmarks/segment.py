@@ -1,97 +1,336 @@
 """Segmentation throughput: the published per-image loop against the batched engine.
 
-Usage: python benchmarks/segment.py [--device cpu|cuda] [--images 16] [--batch-size 4]
+Usage:
+    python benchmarks/segment.py throughput [--device cpu|cuda] [--images 16]
+        [--batch-sizes 4] [--compile-batch 0] [--published-images 16] [--json out.json]
+    python benchmarks/segment.py chunk --work DIR [--device cuda] [--images 1000]
+        [--resolution 1024] [--batch-size 64] [--variants eager,cold,warm] [--json out.json]
 
-Seeded random weights in the published architecture (no trained weights here); faces are the
-reference inputs of the tests tiled to ``--images``. In one run: the published loop (batch 1,
-fp32, weights standardised on every forward, PIL preprocessing), then the engine
-(``segment_images``: weights folded, batched, loader threads; on CUDA channels-last, bf16
-autocast, resize and normalisation on the device). Reports images per second of each including
-everything after the model is built, the mask agreement between them, and the engine's logits
-error against fp32 on the reference input.
+Seeded random weights in the published architecture (trained weights cannot be fetched here).
+
+``throughput``: in one process, on faces held in memory (the reference faces resized to
+``--face-size`` and cycled): the published loop (batch 1, fp32, weights standardised on every
+forward, PIL preprocessing; on CUDA once with cuDNN's default TF32 and once in strict fp32),
+then the engine (weights folded, batched, loader threads; on CUDA channels-last, bf16 autocast,
+resize and normalisation on the device) eagerly at each ``--batch-sizes`` and, with
+``--compile-batch``, under ``torch.compile``. Each variant reports images per second after its
+first batch (whose time, compilation included, is reported apart), its mask agreement with the
+published loop, and its logits error against strict fp32 logits of the published model at 513.
+
+``chunk``: the per-step figure that matters in a Dagster run: a fresh process per step, which
+loads the checkpoint (written in the published format), prepares the model, segments
+``--images`` face PNGs from disk and writes their masks. Variants: ``eager``, ``cold``
+(compiled, empty inductor cache) and ``warm`` (compiled again in a new process with the cache
+the cold step left). Reports wall time per step from process start, images per second, and the
+masks' agreement with the eager step's.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import copy
+import json
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import torch
 
-from ffhq_aging_assets.lib.deeplab import build_deeplab
+from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
 from ffhq_aging_assets.lib.segment import (
+    device_input,
+    normalize,
     prepare_model,
+    published_input,
     published_loop,
     resolve_device,
+    segment_files,
     segment_images,
 )
-from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state
+from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state, write_published_checkpoint
 
 DATA = Path(__file__).resolve().parents[1] / "ffhq_aging_assets_tests" / "data" / "deeplab"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=0)
-    parser.add_argument("--resolution", type=int, default=256)
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    batch = args.batch_size or (32 if device.type == "cuda" else 4)
-    faces = np.load(DATA / "seg_images.npy")
-    images = [faces[i % len(faces)] for i in range(args.images)]
+def seeded_model() -> torch.nn.Module:
     model = build_deeplab()
     model.load_state_dict(seeded_deeplab_state())
-    model.eval()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(
-        f"device {device} ({name}), "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images"
-    )
+    return model.eval()
 
-    published_loop(copy.deepcopy(model), images[:1], args.resolution, str(device))  # warm-up
-    t = time.perf_counter()
-    ref = published_loop(copy.deepcopy(model), images, args.resolution, str(device))
+
+def faces(count: int, size: int) -> list[np.ndarray]:
+    """The three reference faces at ``size`` (bicubic), cycled to ``count``."""
+    base = [
+        np.asarray(PIL.Image.fromarray(f).resize((size, size), PIL.Image.Resampling.BICUBIC))
+        for f in np.load(DATA / "seg_images.npy")
+    ]
+    return [base[i % len(base)] for i in range(count)]
+
+
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    published = args.images / (time.perf_counter() - t)
+        torch.cuda.synchronize(device)
 
-    t = time.perf_counter()
-    engine = prepare_model(copy.deepcopy(model), device)
-    segment_images(engine, images[:batch], args.resolution, device, batch, prepared=True)  # warm-up
-    t_ready = time.perf_counter() - t
-    t = time.perf_counter()
-    ours = segment_images(engine, images, args.resolution, device, batch, prepared=True)
+
+def strict_fp32(enabled: bool) -> None:
+    """Switch cuDNN's and cuBLAS's TF32 off (strict fp32) or back to PyTorch's defaults."""
+    torch.backends.cudnn.allow_tf32 = not enabled
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@torch.inference_mode()
+def engine_logits(model, images, device, batch) -> np.ndarray:
+    """The prepared engine's 513 x 513 logits for ``images``, padded to ``batch`` as it runs."""
+    padded = images + [images[-1]] * (batch - len(images))
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    fast = args.images / (time.perf_counter() - t)
+        x = normalize(device_input(torch.from_numpy(np.stack(padded)).to(device)))
+    else:
+        x = normalize(torch.from_numpy(np.stack([published_input(f) for f in padded])))
+    if device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x.contiguous(memory_format=torch.channels_last))
+    else:
+        out = model(x)
+    return out[: len(images)].float().cpu().numpy()
 
-    x = torch.from_numpy(np.load(DATA / "deeplab_input.npy")).to(device)
-    reference_logits = np.load(DATA / "deeplab_logits.npy")
+
+def throughput(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    images = faces(args.images, args.face_size)
+    model = seeded_model()
+    result: dict = {
+        "mode": "throughput",
+        "device": f"{device} ({name})",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "images": args.images,
+        "face_size": args.face_size,
+        "variants": [],
+    }
+    print(f"device {result['device']}, torch {torch.__version__}, {args.images} images", flush=True)
+
+    # Strict fp32 logits of the published model at 513 on a few faces: the logits reference.
+    probe = images[:4]
+    strict_fp32(True)
     with torch.inference_mode():
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = engine(x.contiguous(memory_format=torch.channels_last)).float()
-        else:
-            logits = engine(x)
-    rel = float(
-        np.abs(logits.cpu().numpy() - reference_logits).max() / np.abs(reference_logits).max()
+        published = copy.deepcopy(model).to(device)
+        ref_in = torch.from_numpy(np.load(DATA / "deeplab_input.npy")).to(device)
+        ref_err = np.abs(published(ref_in).cpu().numpy() - np.load(DATA / "deeplab_logits.npy"))
+        result["published_vs_reference_logits"] = float(
+            ref_err.max() / np.abs(np.load(DATA / "deeplab_logits.npy")).max()
+        )
+        # The published preprocessing (PIL), as the 2020 loop runs it.
+        x = torch.from_numpy(np.stack([published_input(f) for f in probe])).to(device)
+        reference = published(normalize(x)).cpu().numpy()
+        del published
+    scale = float(np.abs(reference).max())
+
+    pub_images = images[: args.published_images]
+    baseline = None
+    for strict in (False, True) if cuda else (True,):
+        strict_fp32(strict)
+        published_loop(copy.deepcopy(model), pub_images[:1], args.resolution, str(device))
+        sync(device)
+        t = time.perf_counter()
+        masks = published_loop(copy.deepcopy(model), pub_images, args.resolution, str(device))
+        sync(device)
+        rate = len(pub_images) / (time.perf_counter() - t)
+        label = "published loop (batch 1, WS every forward, " + (
+            "fp32)" if strict else "cuDNN default TF32)"
+        )
+        if strict:
+            baseline = masks  # agreement is measured against strict fp32
+        result["variants"].append({"variant": label, "batch": 1, "img_s": rate, "agreement": None})
+        print(f"{label}: {rate:.2f} img/s", flush=True)
+    strict_fp32(False)
+    published_rate = max(v["img_s"] for v in result["variants"])
+
+    runs = [(b, False) for b in args.batch_sizes]
+    if args.compile_batch:
+        runs.append((args.compile_batch, True))
+    for batch, compiled in runs:
+        t = time.perf_counter()
+        engine = prepare_model(
+            copy.deepcopy(model),
+            device,
+            compile=compiled,
+            cache_dir=Path(args.cache) if compiled and args.cache else None,
+        )
+        segment_images(engine, images[:batch], args.resolution, device, batch, prepared=True)
+        sync(device)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        masks = segment_images(engine, images, args.resolution, device, batch, prepared=True)
+        sync(device)
+        rate = len(images) / (time.perf_counter() - t)
+        logits = engine_logits(engine, probe, device, batch)
+        kind = "bf16, channels-last" if cuda else "fp32"
+        label = f"engine ({kind}, folded{', torch.compile' if compiled else ''})"
+        row = {
+            "variant": label,
+            "batch": batch,
+            "img_s": rate,
+            "vs_published": rate / published_rate,
+            "first_batch_s": first,
+            "agreement": float((masks[: len(baseline)] == baseline).mean()),
+            "logits_rel_err": float(np.abs(logits - reference).max() / scale),
+        }
+        result["variants"].append(row)
+        print(json.dumps(row), flush=True)
+        del engine
+    print()
+    print("| variant | batch | img/s | vs published | first batch s | agreement | logits err |")
+    print("|---|---|---|---|---|---|---|")
+    for v in result["variants"]:
+        extra = (
+            f"| {v['vs_published']:.1f}x | {v['first_batch_s']:.1f} | "
+            f"{v['agreement'] * 100:.2f}% | {v['logits_rel_err']:.1e} |"
+            if v["agreement"] is not None
+            else "| 1.0x | | | |"
+        )
+        print(f"| {v['variant']} | {v['batch']} | {v['img_s']:.2f} {extra}")
+    print(f"published model vs the reference logits: {result['published_vs_reference_logits']:.1e}")
+    return result
+
+
+def step(args: argparse.Namespace) -> None:
+    """One chunk step in this fresh process: load, prepare, segment, write masks."""
+    device = resolve_device(args.device)
+    t = time.perf_counter()
+    model = load_deeplab(Path(args.weights))
+    compiled = args.variant != "eager"
+    model = prepare_model(model, device, compile=compiled, cache_dir=Path(args.cache))
+    sync(device)
+    load = time.perf_counter() - t
+    face_files = sorted(Path(args.faces).glob("*.png"))
+    out = Path(args.masks)
+    out.mkdir(parents=True, exist_ok=True)
+    run = segment_files(
+        model,
+        face_files,
+        [out / f.name for f in face_files],
+        args.resolution,
+        device,
+        args.batch_size,
     )
-    agreement = float((ours == ref).mean())
-    print("| variant | batch | img/s | vs published |")
-    print("|---|---|---|---|")
-    print(f"| published loop (fp32, batch 1, WS every forward) | 1 | {published:.2f} | 1.0x |")
     print(
-        f"| engine ({'bf16, channels-last' if device.type == 'cuda' else 'fp32'}, folded) "
-        f"| {batch} | {fast:.2f} | {fast / published:.1f}x |"
+        json.dumps(
+            {
+                "load_s": load,
+                "first_batch_s": run.first_batch_seconds,
+                "segment_s": run.seconds,
+                "masks": run.masks,
+            }
+        )
     )
-    print(f"engine set-up (fold, move, first batch): {t_ready:.1f} s")
-    print(f"mask agreement engine vs published loop: {agreement * 100:.2f}%")
-    print(f"engine logits max error vs fp32 reference, relative to max |logit|: {rel:.2e}")
+
+
+def chunk(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    work = Path(args.work)
+    face_dir = work / "faces"
+    weights = work / "deeplab_model.pth"
+    if not weights.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        write_published_checkpoint(weights, seeded_deeplab_state())
+    if len(list(face_dir.glob("*.png"))) != args.images:
+        shutil.rmtree(face_dir, ignore_errors=True)
+        face_dir.mkdir(parents=True)
+        with cf.ThreadPoolExecutor() as pool:
+            list(
+                pool.map(
+                    lambda i, f: PIL.Image.fromarray(f).save(face_dir / f"{i:05d}.png"),
+                    range(args.images),
+                    faces(args.images, args.resolution),
+                )
+            )
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    result: dict = {
+        "mode": "chunk",
+        "device": f"{device} ({name})",
+        "torch": torch.__version__,
+        "images": args.images,
+        "resolution": args.resolution,
+        "batch": args.batch_size,
+        "steps": [],
+    }
+    cache = work / "inductor"
+    reference = None
+    for variant in args.variants.split(","):
+        if variant == "cold":
+            shutil.rmtree(cache, ignore_errors=True)
+        masks = work / f"masks-{variant}"
+        shutil.rmtree(masks, ignore_errors=True)
+        command = [sys.executable, __file__, "step", "--variant", variant, "--device", str(device)]
+        command += ["--weights", str(weights), "--faces", str(face_dir), "--masks", str(masks)]
+        command += ["--cache", str(cache), "--resolution", str(args.resolution)]
+        command += ["--batch-size", str(args.batch_size)]
+        t = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t
+        if proc.returncode:
+            print(proc.stdout, proc.stderr, sep="\n")
+            raise SystemExit(f"step {variant} failed with exit code {proc.returncode}")
+        row = {"variant": variant, "wall_s": wall, **json.loads(proc.stdout.splitlines()[-1])}
+        row["img_s_wall"] = args.images / wall
+        written = np.stack([np.asarray(PIL.Image.open(p)) for p in sorted(masks.glob("*.png"))])
+        if reference is None:
+            reference = written
+        row["agreement_with_first"] = float((written == reference).mean())
+        result["steps"].append(row)
+        print(json.dumps(row), flush=True)
+    print()
+    print(f"{args.images} faces at {args.resolution}, batch {args.batch_size}, {result['device']}")
+    print("| step | wall s | load+prepare s | first batch s | img/s (wall) | agreement |")
+    print("|---|---|---|---|---|---|")
+    for r in result["steps"]:
+        print(
+            f"| {r['variant']} | {r['wall_s']:.1f} | {r['load_s']:.1f} | {r['first_batch_s']:.1f} "
+            f"| {r['img_s_wall']:.1f} | {r['agreement_with_first'] * 100:.2f}% |"
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--images", type=int, default=16)
+    t.add_argument("--published-images", type=int, default=16)
+    t.add_argument("--face-size", type=int, default=256)
+    t.add_argument("--resolution", type=int, default=256)
+    t.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[4])
+    t.add_argument("--compile-batch", type=int, default=0)
+    t.add_argument("--cache", default=None, help="inductor cache folder for the compiled run")
+    t.add_argument("--json", default=None)
+    c = sub.add_parser("chunk")
+    c.add_argument("--work", required=True)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--images", type=int, default=1000)
+    c.add_argument("--resolution", type=int, default=1024)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--variants", default="eager,cold,warm")
+    c.add_argument("--json", default=None)
+    s = sub.add_parser("step")
+    for flag in ("--variant", "--device", "--weights", "--faces", "--masks", "--cache"):
+        s.add_argument(flag, required=True)
+    s.add_argument("--resolution", type=int, required=True)
+    s.add_argument("--batch-size", type=int, required=True)
+    args = parser.parse_args()
+    if args.mode == "step":
+        step(args)
+        return
+    result = throughput(args) if args.mode == "throughput" else chunk(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

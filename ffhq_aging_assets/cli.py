@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="segmentation batch size [0: 32 on CUDA, 4 on CPU]",
     )
     b.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="on CUDA, run the model eagerly instead of through torch.compile",
+    )
+    b.add_argument(
         "--weights",
         default=None,
         help="URL or path of the segmentation checkpoint (deeplab_model.pth)",
@@ -189,7 +194,11 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
                 }
             },
             "segmentation_masks": {
-                "config": {"device": args.device, "batch_size": args.batch_size}
+                "config": {
+                    "device": args.device,
+                    "batch_size": args.batch_size,
+                    "compile": not args.no_compile,
+                }
             },
         },
         "resources": {

@@ -1,4 +1,7 @@
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +10,15 @@ import pytest
 import torch
 
 from ffhq_aging_assets.lib.deeplab import build_deeplab
-from ffhq_aging_assets.lib.segment import nearest_indices, published_loop, segment_images
+from ffhq_aging_assets.lib.segment import (
+    device_input,
+    nearest_indices,
+    prepare_model,
+    published_input,
+    published_loop,
+    segment_files,
+    segment_images,
+)
 from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state
 
 DATA = Path(__file__).parent / "data" / "deeplab"
@@ -68,3 +79,99 @@ def test_gpu_fast_path_agrees_with_cpu_fp32(seeded_model) -> None:
     gpu = segment_images(copy.deepcopy(seeded_model), images, 256, "cuda")
     # Random weights make near-tied logits; with trained weights the bar is 99%.
     assert (cpu == gpu).mean() >= 0.9
+
+
+def _pil_input(face: np.ndarray) -> np.ndarray:
+    return published_input(face).astype(int)
+
+
+@pytest.mark.parametrize("size", [256, 700, 1024])
+def test_device_resize_is_pils_bilinear(size: int) -> None:
+    # Shrinking (1024 -> 513) PIL widens its filter; without antialiasing pixels are off by 9.
+    face = _smooth_face(size)
+    ours = device_input(torch.from_numpy(face)[None])[0].numpy().astype(int)
+    assert np.abs(ours - _pil_input(face)).max() <= 1
+
+
+def _smooth_face(size: int) -> np.ndarray:
+    small = np.random.default_rng(size).integers(0, 256, (size // 8, size // 8, 3), np.uint8)
+    return np.array(PIL.Image.fromarray(small).resize((size, size), PIL.Image.BICUBIC))
+
+
+def test_segment_files_keeps_masks_written_before_a_bad_face(seeded_model, tmp_path: Path) -> None:
+    images = np.load(DATA / "seg_images.npy")
+    faces = []
+    for i, image in enumerate(images):
+        faces.append(tmp_path / f"{i:05d}.png")
+        PIL.Image.fromarray(image).save(faces[-1])
+    faces[2].write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    masks = [tmp_path / "parsings" / f.name for f in faces]
+    masks[0].parent.mkdir()
+    model = prepare_model(copy.deepcopy(seeded_model), torch.device("cpu"))
+    with pytest.raises(ValueError, match="00002.png"):
+        segment_files(model, faces, masks, 256, torch.device("cpu"), batch_size=2, threads=2)
+    assert [m.is_file() for m in masks] == [True, True, False]
+    assert sorted(p.name for p in masks[0].parent.iterdir()) == ["00000.png", "00001.png"]
+    reference = np.load(DATA / "seg_masks_ref.npy")
+    assert (np.asarray(PIL.Image.open(masks[0])) == reference[0]).mean() >= 0.995
+
+    faces[2].unlink()
+    run = segment_files(model, faces[:2], masks[:2], 256, torch.device("cpu"), batch_size=2)
+    assert run.masks == 2 and run.images_per_second > 0
+
+
+COMPILE_STEP = """
+import sys, torch
+from pathlib import Path
+from torch._dynamo.utils import counters
+from ffhq_aging_assets.lib.segment import compile_model
+torch.manual_seed(0)
+model = compile_model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval(),
+                      Path(sys.argv[1]))
+with torch.inference_mode():
+    model(torch.ones(2, 3, 8, 8))
+print(counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
+def test_compiled_kernels_survive_into_the_next_process(tmp_path: Path) -> None:
+    # Each Dagster step is a fresh process: the second one must load what the first compiled.
+    cache = tmp_path / "cache" / "torchinductor"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR", "TRITON"))}
+
+    def step() -> tuple[int, int]:
+        proc = subprocess.run(
+            [sys.executable, "-c", COMPILE_STEP, str(cache)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=300,
+        )
+        hit, miss = proc.stdout.split()[-2:]
+        return int(hit), int(miss)
+
+    assert step() == (0, 1)
+    assert any(cache.rglob("*")), "nothing was cached under the root"
+    assert step() == (1, 0)
+
+
+@pytest.mark.gpu
+def test_gpu_device_resize_is_pils_bilinear() -> None:
+    face = _smooth_face(1024)
+    ours = device_input(torch.from_numpy(face)[None].cuda())[0].cpu().numpy().astype(int)
+    assert np.abs(ours - _pil_input(face)).max() <= 1
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_engine_agrees_with_eager(seeded_model, tmp_path: Path) -> None:
+    # FFHQ_TEST_COMPILE_CACHE may name a warm inductor cache to skip a cold compile.
+    cache = Path(os.environ.get("FFHQ_TEST_COMPILE_CACHE") or tmp_path / "inductor")
+    images = list(np.load(DATA / "seg_images.npy"))
+    device = torch.device("cuda")
+    eager = segment_images(copy.deepcopy(seeded_model), images, 256, device, batch_size=64)
+    compiled = prepare_model(copy.deepcopy(seeded_model), device, compile=True, cache_dir=cache)
+    masks = segment_images(compiled, images, 256, device, batch_size=64, prepared=True)
+    assert masks.shape == eager.shape
+    assert (masks == eager).mean() >= 0.9
+    assert any(cache.rglob("*"))
