@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine: per-step chunk figures (eager, compiled cold, compiled
-# warm), the in-memory throughput variants against the published loop, then the GPU tests.
+# warm, compiled warm with the resize on the GPU), the in-memory throughput variants against
+# the published loop, then the GPU tests.
 # Needs python3 with torch, numpy, pillow, scipy, pyarrow, requests and pytest; Dagster is
 # not needed. Writes logs and JSON to $OUT (default /tmp/gpu_check).
 # Usage: bash benchmarks/gpu_check.sh [images-per-chunk] [resolution]
@@ -15,14 +16,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
   --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
 torch.cuda.get_device_properties(0))" | tee -a "$OUT/gpu.txt"
-timeout 330 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
-  --resolution "$RES" --batch-size 64 --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
-timeout 200 python3 benchmarks/segment.py throughput --device cuda --images 1024 \
-  --published-images 64 --batch-sizes 32,64,128 --compile-batch 64 --cache "$WORK/inductor" \
+timeout 180 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
+  --resolution "$RES" --batch-size 64 --variants eager,cold,warm,warm-device \
+  --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
+timeout 130 python3 benchmarks/segment.py throughput --device cuda --images 1024 \
+  --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
+  --variants eager-bf16:64,compiled-bf16:64,eager-fp32:64,compiled-fp32:64 \
   --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
-FFHQ_TEST_COMPILE_CACHE="$WORK/inductor" timeout 200 python3 -m pytest -c /dev/null --rootdir . \
+FFHQ_TEST_COMPILE_CACHE="$WORK/inductor" timeout 80 python3 -m pytest -c /dev/null --rootdir . \
   -p no:cacheprovider -m gpu -q -rs ffhq_aging_assets_tests/test_lib_segment.py 2>&1 \
-  | tee "$OUT/pytest.log"
+  | grep -v '^DEBUG' | tee "$OUT/pytest.log"
 echo "=== summary ==="
 grep -h '^|\|faces at\|published model vs' "$OUT/chunk.log" "$OUT/throughput.log"
-tail -n 3 "$OUT/pytest.log"
+tail -n 5 "$OUT/pytest.log"

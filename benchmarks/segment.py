@@ -2,27 +2,30 @@
 
 Usage:
     python benchmarks/segment.py throughput [--device cpu|cuda] [--images 16]
-        [--batch-sizes 4] [--compile-batch 0] [--published-images 16] [--json out.json]
+        [--variants eager-fp32:4,compiled-bf16:64] [--published-images 16] [--json out.json]
     python benchmarks/segment.py chunk --work DIR [--device cuda] [--images 1000]
-        [--resolution 1024] [--batch-size 64] [--variants eager,cold,warm] [--json out.json]
+        [--resolution 1024] [--batch-size 64] [--precision bf16] [--variants eager,cold,warm]
 
 Seeded random weights in the published architecture (trained weights cannot be fetched here).
 
 ``throughput``: in one process, on faces held in memory (the reference faces resized to
 ``--face-size`` and cycled): the published loop (batch 1, fp32, weights standardised on every
 forward, PIL preprocessing; on CUDA once with cuDNN's default TF32 and once in strict fp32),
-then the engine (weights folded, batched, loader threads; on CUDA channels-last, bf16 autocast,
-resize and normalisation on the device) eagerly at each ``--batch-sizes`` and, with
-``--compile-batch``, under ``torch.compile``. Each variant reports images per second after its
+then each engine variant (weights folded, batched, loader threads; on CUDA channels-last,
+bf16 autocast or strict fp32, resize and normalisation on the device; eager or under
+``torch.compile``). Each variant reports images per second after its
 first batch (whose time, compilation included, is reported apart), its mask agreement with the
 published loop, and its logits error against strict fp32 logits of the published model at 513.
 
 ``chunk``: the per-step figure that matters in a Dagster run: a fresh process per step, which
 loads the checkpoint (written in the published format), prepares the model, segments
-``--images`` face PNGs from disk and writes their masks. Variants: ``eager``, ``cold``
-(compiled, empty inductor cache) and ``warm`` (compiled again in a new process with the cache
-the cold step left). Reports wall time per step from process start, images per second, and the
-masks' agreement with the eager step's.
+``--images`` face PNGs from disk and writes their masks, as ``segmentation_masks`` does (in
+bf16 with its fp32 comparison on 8 faces). Variants: ``eager``, ``cold`` (compiled, empty
+inductor cache) and ``warm`` (compiled again in a new process with the cache the cold step
+left); a ``-device`` suffix resizes on the GPU instead of with PIL on the loader threads.
+Reports wall time per step from process start, where the step's time went (waiting for
+decoded faces, the model, waiting for mask writes), images per second, and the masks'
+agreement with the first step's.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import torch
 from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
 from ffhq_aging_assets.lib.segment import (
     device_input,
+    fidelity,
     normalize,
     prepare_model,
     published_input,
@@ -51,6 +55,7 @@ from ffhq_aging_assets.lib.segment import (
     resolve_device,
     segment_files,
     segment_images,
+    strict_fp32,
 )
 from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state, write_published_checkpoint
 
@@ -77,14 +82,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def strict_fp32(enabled: bool) -> None:
-    """Switch cuDNN's and cuBLAS's TF32 off (strict fp32) or back to PyTorch's defaults."""
-    torch.backends.cudnn.allow_tf32 = not enabled
-    torch.backends.cuda.matmul.allow_tf32 = False
-
-
 @torch.inference_mode()
-def engine_logits(model, images, device, batch) -> np.ndarray:
+def engine_logits(model, images, device, batch, precision) -> np.ndarray:
     """The prepared engine's 513 x 513 logits for ``images``, padded to ``batch`` as it runs."""
     padded = images + [images[-1]] * (batch - len(images))
     if device.type == "cuda":
@@ -92,8 +91,13 @@ def engine_logits(model, images, device, batch) -> np.ndarray:
     else:
         x = normalize(torch.from_numpy(np.stack([published_input(f) for f in padded])))
     if device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        if precision == "bf16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(x)
+        else:
+            with strict_fp32():
+                out = model(x)
     else:
         out = model(x)
     return out[: len(images)].float().cpu().numpy()
@@ -118,8 +122,7 @@ def throughput(args: argparse.Namespace) -> dict:
 
     # Strict fp32 logits of the published model at 513 on a few faces: the logits reference.
     probe = images[:4]
-    strict_fp32(True)
-    with torch.inference_mode():
+    with torch.inference_mode(), strict_fp32():
         published = copy.deepcopy(model).to(device)
         ref_in = torch.from_numpy(np.load(DATA / "deeplab_input.npy")).to(device)
         ref_err = np.abs(published(ref_in).cpu().numpy() - np.load(DATA / "deeplab_logits.npy"))
@@ -134,8 +137,8 @@ def throughput(args: argparse.Namespace) -> dict:
 
     pub_images = images[: args.published_images]
     baseline = None
-    for strict in (False, True) if cuda else (True,):
-        strict_fp32(strict)
+    for strict in args.published_modes if cuda else (True,):
+        torch.backends.cudnn.allow_tf32 = not strict
         published_loop(copy.deepcopy(model), pub_images[:1], args.resolution, str(device))
         sync(device)
         t = time.perf_counter()
@@ -149,13 +152,13 @@ def throughput(args: argparse.Namespace) -> dict:
             baseline = masks  # agreement is measured against strict fp32
         result["variants"].append({"variant": label, "batch": 1, "img_s": rate, "agreement": None})
         print(f"{label}: {rate:.2f} img/s", flush=True)
-    strict_fp32(False)
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
     published_rate = max(v["img_s"] for v in result["variants"])
 
-    runs = [(b, False) for b in args.batch_sizes]
-    if args.compile_batch:
-        runs.append((args.compile_batch, True))
-    for batch, compiled in runs:
+    for spec in args.variants.split(","):
+        mode, rest = spec.split("-")
+        precision, batch = rest.split(":")
+        batch, compiled = int(batch), mode == "compiled"
         t = time.perf_counter()
         engine = prepare_model(
             copy.deepcopy(model),
@@ -163,15 +166,16 @@ def throughput(args: argparse.Namespace) -> dict:
             compile=compiled,
             cache_dir=Path(args.cache) if compiled and args.cache else None,
         )
-        segment_images(engine, images[:batch], args.resolution, device, batch, prepared=True)
+        run = dict(prepared=True, precision=precision)
+        segment_images(engine, images[:batch], args.resolution, device, batch, **run)
         sync(device)
         first = time.perf_counter() - t
         t = time.perf_counter()
-        masks = segment_images(engine, images, args.resolution, device, batch, prepared=True)
+        masks = segment_images(engine, images, args.resolution, device, batch, **run)
         sync(device)
         rate = len(images) / (time.perf_counter() - t)
-        logits = engine_logits(engine, probe, device, batch)
-        kind = "bf16, channels-last" if cuda else "fp32"
+        logits = engine_logits(engine, probe, device, batch, precision)
+        kind = f"{precision}, channels-last" if cuda else "fp32"
         label = f"engine ({kind}, folded{', torch.compile' if compiled else ''})"
         row = {
             "variant": label,
@@ -205,11 +209,16 @@ def step(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     t = time.perf_counter()
     model = load_deeplab(Path(args.weights))
-    compiled = args.variant != "eager"
+    compiled = not args.variant.startswith("eager")
     model = prepare_model(model, device, compile=compiled, cache_dir=Path(args.cache))
     sync(device)
     load = time.perf_counter() - t
     face_files = sorted(Path(args.faces).glob("*.png"))
+    t = time.perf_counter()
+    agreement = None
+    if args.precision == "bf16" and device.type == "cuda":
+        agreement = fidelity(model, face_files[:8], args.resolution, device, args.batch_size)
+    check = time.perf_counter() - t
     out = Path(args.masks)
     out.mkdir(parents=True, exist_ok=True)
     run = segment_files(
@@ -219,17 +228,21 @@ def step(args: argparse.Namespace) -> None:
         args.resolution,
         device,
         args.batch_size,
+        precision=args.precision,
+        resize="device" if args.variant.endswith("-device") else "host",
     )
-    print(
-        json.dumps(
-            {
-                "load_s": load,
-                "first_batch_s": run.first_batch_seconds,
-                "segment_s": run.seconds,
-                "masks": run.masks,
-            }
-        )
-    )
+    row = {
+        "load_s": load,
+        "fidelity_s": check,
+        "fidelity": agreement,
+        "first_batch_s": run.first_batch_seconds,
+        "segment_s": run.seconds,
+        "input_wait_s": run.input_wait_seconds,
+        "model_s": run.model_seconds,
+        "write_wait_s": run.write_wait_seconds,
+        "masks": run.masks,
+    }
+    print(json.dumps(row))
 
 
 def chunk(args: argparse.Namespace) -> dict:
@@ -259,6 +272,7 @@ def chunk(args: argparse.Namespace) -> dict:
         "images": args.images,
         "resolution": args.resolution,
         "batch": args.batch_size,
+        "precision": args.precision,
         "steps": [],
     }
     cache = work / "inductor"
@@ -271,7 +285,7 @@ def chunk(args: argparse.Namespace) -> dict:
         command = [sys.executable, __file__, "step", "--variant", variant, "--device", str(device)]
         command += ["--weights", str(weights), "--faces", str(face_dir), "--masks", str(masks)]
         command += ["--cache", str(cache), "--resolution", str(args.resolution)]
-        command += ["--batch-size", str(args.batch_size)]
+        command += ["--batch-size", str(args.batch_size), "--precision", args.precision]
         t = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t
@@ -287,13 +301,21 @@ def chunk(args: argparse.Namespace) -> dict:
         result["steps"].append(row)
         print(json.dumps(row), flush=True)
     print()
-    print(f"{args.images} faces at {args.resolution}, batch {args.batch_size}, {result['device']}")
-    print("| step | wall s | load+prepare s | first batch s | img/s (wall) | agreement |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"{args.images} faces at {args.resolution}, batch {args.batch_size}, {args.precision}, "
+        f"{result['device']}"
+    )
+    print(
+        "| step | wall s | load s | fp32 check s | first batch s | input wait s | model s "
+        "| write wait s | img/s (wall) | agreement |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in result["steps"]:
         print(
-            f"| {r['variant']} | {r['wall_s']:.1f} | {r['load_s']:.1f} | {r['first_batch_s']:.1f} "
-            f"| {r['img_s_wall']:.1f} | {r['agreement_with_first'] * 100:.2f}% |"
+            f"| {r['variant']} | {r['wall_s']:.1f} | {r['load_s']:.1f} | {r['fidelity_s']:.1f} "
+            f"| {r['first_batch_s']:.1f} | {r['input_wait_s']:.1f} | {r['model_s']:.1f} "
+            f"| {r['write_wait_s']:.1f} | {r['img_s_wall']:.1f} "
+            f"| {r['agreement_with_first'] * 100:.2f}% |"
         )
     return result
 
@@ -307,8 +329,17 @@ def main() -> None:
     t.add_argument("--published-images", type=int, default=16)
     t.add_argument("--face-size", type=int, default=256)
     t.add_argument("--resolution", type=int, default=256)
-    t.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[4])
-    t.add_argument("--compile-batch", type=int, default=0)
+    t.add_argument(
+        "--variants",
+        default="eager-fp32:4",
+        help="comma-separated MODE-PRECISION:BATCH, MODE eager|compiled, PRECISION bf16|fp32",
+    )
+    t.add_argument(
+        "--published-modes",
+        type=lambda s: [m == "fp32" for m in s.split(",")],
+        default=[False, True],
+        help="on CUDA: tf32 (cuDNN's default), fp32 (strict) or both [tf32,fp32]",
+    )
     t.add_argument("--cache", default=None, help="inductor cache folder for the compiled run")
     t.add_argument("--json", default=None)
     c = sub.add_parser("chunk")
@@ -318,12 +349,14 @@ def main() -> None:
     c.add_argument("--resolution", type=int, default=1024)
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--variants", default="eager,cold,warm")
+    c.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     c.add_argument("--json", default=None)
     s = sub.add_parser("step")
     for flag in ("--variant", "--device", "--weights", "--faces", "--masks", "--cache"):
         s.add_argument(flag, required=True)
     s.add_argument("--resolution", type=int, required=True)
     s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--precision", default="bf16")
     args = parser.parse_args()
     if args.mode == "step":
         step(args)

@@ -43,8 +43,9 @@ def test_masks_for_a_chunk_on_cpu(drive, tmp_path: Path, seeded_checkpoint: Path
     result = dg.materialize(ASSETS, partition_key="00000", resources=resources, run_config=config)
     assert result.success
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    for name in ("mask_count", "mask_format", "mask_classes"):
+    for name in ("mask_count", "mask_format", "mask_classes", "mask_fidelity"):
         assert checks[name].passed, checks[name].description
+    assert "fp32" in checks["mask_fidelity"].description
     assert checks["mask_plausible"].severity == dg.AssetCheckSeverity.WARN
     parsings = root / "ffhq_aging64x64" / "00000" / "parsings"
     masks = sorted(parsings.glob("*.png"))
@@ -75,6 +76,28 @@ def test_masks_for_a_chunk_on_cpu(drive, tmp_path: Path, seeded_checkpoint: Path
     }["segmentation_masks"]
     assert meta["computed"].value == 1
     assert masks[0].stat().st_mtime_ns == kept and is_valid_image(masks[1], 64, "L")
+
+    # Masks an earlier bf16 run wrote with poor agreement keep failing the gate until redone.
+    record = root / "tables" / "mask_fidelity_64" / "00000.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"precision": "bf16", "agreement": 0.95, "sampled": 8}')
+    blocked = dg.materialize(
+        ASSETS, partition_key="00000", resources=resources, run_config=config, raise_on_error=False
+    )
+    gate = {e.check_name: e for e in blocked.get_asset_check_evaluations()}["mask_fidelity"]
+    assert not gate.passed and "95.00%" in gate.description and "precision fp32" in gate.description
+    masks[2].unlink()  # one mask recomputed in fp32 does not make the bf16 ones published
+    blocked = dg.materialize(
+        ASSETS, partition_key="00000", resources=resources, run_config=config, raise_on_error=False
+    )
+    assert not {e.check_name: e for e in blocked.get_asset_check_evaluations()}[
+        "mask_fidelity"
+    ].passed
+    for path in masks:
+        path.unlink()
+    redone = dg.materialize(ASSETS, partition_key="00000", resources=resources, run_config=config)
+    assert {e.check_name: e for e in redone.get_asset_check_evaluations()}["mask_fidelity"].passed
+    assert not record.exists()
 
 
 def test_segmentation_step_routes_to_gpu_workers() -> None:

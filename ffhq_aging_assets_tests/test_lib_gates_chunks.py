@@ -46,3 +46,15 @@ def test_finite_gate_names_the_image() -> None:
     values[1, 4] = np.inf
     gate = gates.all_finite("f", [7, 8, 9], values, "landmarks")
     assert not gate.passed and "00008" in gate.description
+
+
+def test_mask_fidelity_gate() -> None:
+    assert gates.mask_fidelity("f", None).passed
+    assert gates.mask_fidelity("f", {"precision": "fp32"}).passed
+    low = gates.mask_fidelity("f", {"precision": "bf16", "agreement": 0.9899, "sampled": 8})
+    assert not low.passed and low.blocking
+    assert "98.99%" in low.description and "precision fp32" in low.description
+    assert low.metadata == {"agreement": 0.9899, "sampled_faces": 8}
+    assert gates.mask_fidelity("f", {"precision": "bf16", "agreement": 0.99, "sampled": 8}).passed
+    off = gates.mask_fidelity("f", {"precision": "bf16", "agreement": None, "sampled": 0})
+    assert off.passed and "switched off" in off.description

@@ -6,6 +6,7 @@ spawned step imports the definitions, and only this one needs the model.
 
 import base64
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers, image_name
+from ffhq_aging_assets.lib.files import atomic_write_bytes
 from ffhq_aging_assets.lib.images import is_valid_image
 from ffhq_aging_assets.lib.masks import (
     NUM_CLASSES,
@@ -45,6 +47,18 @@ class SegmentConfig(dg.Config):
 
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:N.")
     batch_size: int = Field(default=0, ge=0, le=512, description="0: 32 on CUDA, 4 on CPU.")
+    precision: str = Field(
+        default="bf16",
+        description="On CUDA: bf16 (autocast, fast) or fp32 (strict IEEE fp32, the published "
+        "numerics). The CPU always computes in fp32.",
+    )
+    fidelity_faces: int = Field(
+        default=8,
+        ge=0,
+        le=256,
+        description="bf16 on CUDA: this many of the chunk's faces are also segmented in fp32 "
+        "and the pixel agreement gates the chunk (mask_fidelity). 0 skips the comparison.",
+    )
     compile: bool = Field(
         default=True,
         description="On CUDA, torch.compile the model; its kernels are cached under the root "
@@ -56,6 +70,8 @@ MASK_GATES = {
     "mask_count": "One mask per aligned image of the chunk.",
     "mask_format": "Every mask decodes as an R x R 8-bit greyscale PNG.",
     "mask_classes": "Every class id is within 0..18.",
+    "mask_fidelity": "Masks computed in bf16 agree with strict fp32 on 99% of the pixels of "
+    "the sampled faces (fp32 masks pass: they are the published numerics).",
 }
 MASK_WARNINGS = {"mask_plausible": "Masks with fewer than three classes or no skin (informs)."}
 
@@ -83,13 +99,23 @@ def segmentation_masks(
     ``ffhq_aging{R}x{R}/{chunk}/parsings/{NNNNN}.png``: 8-bit class maps from the published
     DeepLabV3 (ResNet-101, GroupNorm, weight standardisation) through the published
     preprocessing. The checkpoint is fetched once and verified; the model loads once per step,
-    on CUDA when present (bf16, channels-last, batched, compiled with its kernels cached
-    under the root) or on the CPU (fp32, batched, every
-    core). Valid existing masks are kept. Also writes each mask's class fractions to a table.
-    Runs in the ``gpu`` pool: one chunk at a time per GPU.
+    on CUDA when present (bf16 or strict fp32, channels-last, batched, compiled with its
+    kernels cached under the root) or on the CPU (fp32, batched, every core). In bf16 a sample
+    of faces is also segmented in fp32 and the agreement gates the chunk. Valid existing masks
+    are kept. Also writes each mask's class fractions to a table. Runs in the ``gpu`` pool:
+    one chunk at a time per GPU.
     """
     from ffhq_aging_assets.lib.deeplab import load_deeplab
-    from ffhq_aging_assets.lib.segment import prepare_model, resolve_device, segment_files
+    from ffhq_aging_assets.lib.segment import (
+        PRECISIONS,
+        fidelity,
+        prepare_model,
+        resolve_device,
+        segment_files,
+    )
+
+    if config.precision not in PRECISIONS:
+        raise dg.Failure(f"precision {config.precision!r}: expected one of {PRECISIONS}")
 
     chunk = context.partition_key
     numbers = list(expected_numbers(chunk, dataset.per_chunk_limit))
@@ -106,8 +132,12 @@ def segmentation_masks(
     device = resolve_device(config.device)
     batch = config.batch_size or (32 if device.type == "cuda" else 4)
     compiled = config.compile and device.type == "cuda"
+    precision = config.precision if device.type == "cuda" else "fp32"
+    record_path = dataset.root_path / "tables" / f"mask_fidelity_{dataset.resolution}"
+    record_path = record_path / f"{chunk}.json"
+    record = _read_record(record_path) if len(todo) < len(numbers) else None
     start = time.perf_counter()
-    run = None
+    run, prepared = None, 0.0
     if todo:
         weights = dataset.root_path / "models" / "deeplab_model.pth"
         fetch_shared(file_source.source, deeplab_weights.spec, weights)
@@ -119,6 +149,24 @@ def segmentation_masks(
         )
         if compiled:
             context.log.info(f"torch.compile on {device}; kernels cached in {cache}")
+        if precision == "bf16":
+            sample = [faces[i] for i in todo[: config.fidelity_faces]]
+            agreement = (
+                fidelity(model, sample, dataset.resolution, device, batch) if sample else None
+            )
+            earlier = record.get("agreement") if record else None
+            if agreement is not None:
+                context.log.info(f"bf16 vs fp32 on {len(sample)} faces: {agreement:.4%} agree")
+            if earlier is not None:
+                agreement = earlier if agreement is None else min(agreement, float(earlier))
+            record = {"precision": "bf16", "agreement": agreement, "sampled": len(sample)}
+        # Written before any mask: a step that dies half-way leaves the truth about its masks.
+        if record is None:
+            record_path.unlink(missing_ok=True)
+        else:
+            record_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(record_path, json.dumps(record).encode())
+        prepared = time.perf_counter() - start
 
         def progress(written: int, elapsed: float) -> None:
             context.log.info(
@@ -133,6 +181,7 @@ def segmentation_masks(
             device,
             batch,
             on_progress=progress,
+            precision=precision,
         )
     seconds = time.perf_counter() - start
 
@@ -153,6 +202,7 @@ def segmentation_masks(
             gates.class_range(
                 "mask_classes", valid_numbers, stats.column("max_class").to_numpy(), NUM_CLASSES - 1
             ),
+            gates.mask_fidelity("mask_fidelity", record),
             gates.suspicious_masks(
                 "mask_plausible",
                 valid_numbers,
@@ -180,7 +230,11 @@ def segmentation_masks(
             "device": str(device),
             "batch_size": batch,
             "compiled": compiled,
+            "precision": record["precision"] if record else "fp32",
+            "prepare_seconds": round(prepared, 2),
             "first_batch_seconds": round(run.first_batch_seconds, 2) if run else 0.0,
+            "input_wait_seconds": round(run.input_wait_seconds, 2) if run else 0.0,
+            "model_seconds": round(run.model_seconds, 2) if run else 0.0,
             "seconds": round(seconds, 2),
             "images_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else 0.0,
             "stats_bytes": size,
@@ -191,3 +245,19 @@ def segmentation_masks(
         },
         check_results=checks,
     )
+
+
+def _read_record(path: Path) -> dict | None:
+    """The chunk's precision record; None where every mask so far is fp32 (no record)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record.get("precision") not in ("bf16", "fp32"):
+            raise ValueError(f"precision {record.get('precision')!r}")
+        return record
+    except (ValueError, AttributeError) as exc:
+        raise dg.Failure(
+            f"{path}: unreadable precision record ({exc}); delete it together with the "
+            "chunk's parsings/ to recompute the masks"
+        ) from exc

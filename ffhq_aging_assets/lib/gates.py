@@ -151,3 +151,29 @@ def low_share(name: str, below: int, total: int, limit: float, what: str) -> Gat
         {"share": round(share, 4), "rows_below": below},
         blocking=False,
     )
+
+
+def mask_fidelity(name: str, record: dict | None, bar: float = 0.99) -> Gate:
+    """Masks computed in bf16 agree with strict fp32 masks on at least ``bar`` of the pixels.
+
+    ``record`` is what the segmentation step keeps per chunk (``precision``, the lowest
+    ``agreement`` measured by any bf16 run that wrote masks, ``sampled`` faces), or None when
+    every mask came from fp32 (the CPU path or ``precision: fp32``): the published numerics.
+    """
+    if record is None or record.get("precision") == "fp32":
+        return Gate(name, True, "every mask computed in fp32, the published numerics", {})
+    if record.get("agreement") is None:
+        return Gate(name, True, "bf16 masks; the comparison with fp32 was switched off", {})
+    agreement = float(record["agreement"])
+    meta = {"agreement": round(agreement, 5), "sampled_faces": int(record["sampled"])}
+    if agreement >= bar:
+        text = f"bf16 masks agree with fp32 on {agreement:.2%} of pixels (bar {bar:.0%})"
+        return Gate(name, True, text, meta)
+    return Gate(
+        name,
+        False,
+        f"bf16 masks agree with fp32 on only {agreement:.2%} of the pixels of "
+        f"{record['sampled']} sampled faces (bar {bar:.0%}): these are not the published "
+        "masks; delete this chunk's parsings/ and rerun with precision fp32",
+        meta,
+    )

@@ -1,17 +1,19 @@
 """Batched face parsing: RGB uint8 faces in, (N, R, R) uint8 class maps out.
 
 The published preprocessing (PIL bilinear resize to 513 x 513, ImageNet normalisation, argmax,
-PIL nearest resize to R) is followed exactly on the CPU, in fp32, with images decoded and
-resized by loader threads while the previous batch computes. On CUDA the resize (antialiased
-like PIL's when it shrinks) and normalisation run on the device, the model runs channels-last
-under bf16 autocast, optionally compiled by ``torch.compile`` with inductor's caches in a
-persistent folder, so that the next step, a fresh process, loads the compiled kernels instead
-of compiling again. Batches on CUDA are padded to one fixed size: one shape, one compilation.
+PIL nearest resize to R) is followed exactly: loader threads decode and resize with PIL while
+the previous batch computes, on every device. The CPU computes in fp32. On CUDA the faces go
+straight into page-locked batch buffers, normalisation runs on the device, and the model runs
+channels-last under bf16 autocast (or strict fp32), optionally compiled by ``torch.compile``
+with inductor's caches in a persistent folder, so that the next step, a fresh process, loads
+the compiled kernels instead of compiling again. Batches on CUDA are padded to one fixed
+size: one shape, one compilation.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import time
@@ -31,6 +33,7 @@ from ffhq_aging_assets.lib.masks import write_mask
 log = logging.getLogger(__name__)
 
 INPUT_SIZE = 513
+PRECISIONS = ("bf16", "fp32")
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -67,6 +70,17 @@ def prepare_model(
     if compile:
         model = compile_model(model, cache_dir)
     return model
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Run cuDNN and cuBLAS in IEEE fp32 (no TF32) inside the block: the published numerics."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def compile_model(model: nn.Module, cache_dir: Path | None = None) -> nn.Module:
@@ -120,16 +134,25 @@ def segment_batch(
     resolution: int,
     device: torch.device,
     resized: bool,
+    precision: str = "bf16",
 ) -> np.ndarray:
-    """Class maps of one batch: NHWC uint8 (at 513 when ``resized``) -> (N, R, R) uint8."""
+    """Class maps of one batch: NHWC uint8 (at 513 when ``resized``) -> (N, R, R) uint8.
+
+    On CUDA ``precision`` ``bf16`` runs the model under bf16 autocast; ``fp32`` runs it in
+    strict fp32 (TF32 off for the call). The CPU always computes in fp32.
+    """
     batch = batch.to(device, non_blocking=True)
     if not resized:
         batch = device_input(batch)
     x = normalize(batch)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = model(x)
+        if precision == "bf16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(x)
+        else:
+            with strict_fp32():
+                logits = model(x)
     else:
         logits = model(x)
     idx = torch.from_numpy(nearest_indices(INPUT_SIZE, resolution)).to(device)
@@ -142,30 +165,81 @@ def _batches(
     load: Callable[[object], np.ndarray],
     batch_size: int,
     workers: int,
-    pad: bool,
-) -> Iterator[tuple[list[int], np.ndarray]]:
-    """Decode and prepare items on loader threads, one batch ahead of the consumer.
-
-    With ``pad`` a short last batch repeats its last item up to ``batch_size``: the indices
-    name only the real items, which come first.
-    """
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """CPU path: decode and resize items on loader threads, one batch ahead of the consumer."""
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-
-        def ready(chunk: list[int], futures: list[cf.Future]) -> tuple[list[int], np.ndarray]:
-            arrays = [f.result() for f in futures]
-            if pad:
-                arrays += [arrays[-1]] * (batch_size - len(arrays))
-            return chunk, np.stack(arrays)
-
         pending = None
         for start in range(0, len(items), batch_size):
             chunk = list(range(start, min(start + batch_size, len(items))))
             futures = [pool.submit(load, items[i]) for i in chunk]
             if pending is not None:
-                yield ready(*pending)
+                yield pending[0], torch.from_numpy(np.stack([f.result() for f in pending[1]]))
             pending = (chunk, futures)
         if pending is not None:
-            yield ready(*pending)
+            yield pending[0], torch.from_numpy(np.stack([f.result() for f in pending[1]]))
+
+
+def _pinned_batches(
+    items: Sequence,
+    load: Callable[[object], np.ndarray],
+    batch_size: int,
+    workers: int,
+    ahead: int = 2,
+    pin: bool = True,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """CUDA path: loader threads decode (and resize) each face into a page-locked batch buffer.
+
+    ``ahead + 1`` buffers rotate, so decoding runs up to ``ahead`` batches in front of the
+    model with no stacking or pinning copy on the consumer's thread. Every batch has exactly
+    ``batch_size`` rows: a short last one repeats its last face (the indices name only real
+    items). The consumer must be done with a buffer (its host-to-device copy finished) before
+    asking for the next batch; :func:`segment_batch` returns only after the masks are back.
+    """
+    first = load(items[0])
+    shape = first.shape
+    buffers = [
+        torch.empty((batch_size, *shape), dtype=torch.uint8, pin_memory=pin)
+        for _ in range(ahead + 1)
+    ]
+
+    def fill(buffer: torch.Tensor, row: int, index: int) -> None:
+        face = first if index == 0 else load(items[index])
+        if face.shape != shape:
+            raise ValueError(
+                f"{_name(items[index])}: a {face.shape[1]}x{face.shape[0]} face among "
+                f"{shape[1]}x{shape[0]} ones; a batch holds faces of one size"
+            )
+        buffer.numpy()[row] = face
+
+    def ready(chunk: list[int], buffer: torch.Tensor, futures: list[cf.Future]):
+        for future in futures:
+            future.result()
+        if len(chunk) < batch_size:
+            buffer[len(chunk) :] = buffer[len(chunk) - 1]
+        return chunk, buffer
+
+    queue: list = []
+    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        for number, start in enumerate(range(0, len(items), batch_size)):
+            chunk = list(range(start, min(start + batch_size, len(items))))
+            buffer = buffers[number % len(buffers)]
+            queue.append(
+                (chunk, buffer, [pool.submit(fill, buffer, r, i) for r, i in enumerate(chunk)])
+            )
+            if len(queue) > ahead:
+                yield ready(*queue.pop(0))
+        while queue:
+            yield ready(*queue.pop(0))
+
+
+def _lap(spent: dict[str, float], key: str, since: float) -> float:
+    now = time.perf_counter()
+    spent[key] += now - since
+    return now
+
+
+def _name(item: object) -> str:
+    return str(item) if isinstance(item, (str, Path)) else "an array"
 
 
 def _read_face(item: np.ndarray | str | Path) -> np.ndarray:
@@ -189,6 +263,9 @@ def segment_images(
     prepared: bool = False,
     loader_threads: int = 0,
     on_batch: Callable[[list[int], np.ndarray], None] | None = None,
+    timings: dict[str, float] | None = None,
+    precision: str = "bf16",
+    resize: str = "host",
 ) -> np.ndarray:
     """Class maps of RGB uint8 faces (arrays, or paths of PNGs) through the published pipeline.
 
@@ -202,30 +279,53 @@ def segment_images(
         prepared: the model already went through :func:`prepare_model` for this device.
         loader_threads: threads decoding and resizing ahead of the model (0: one per core).
         on_batch: called with each batch's indices and masks as soon as they exist.
+        precision: on CUDA, ``bf16`` (autocast) or ``fp32`` (strict, the published numerics).
+        resize: on CUDA, ``host`` (PIL on the loader threads: the published arithmetic, and a
+            quarter of the upload at 1024) or ``device`` (antialiased bilinear on the GPU,
+            within one grey level of PIL). The CPU always resizes with PIL.
+        timings: if given, seconds are added to its ``input_wait`` (the model waiting for
+            decoded faces), ``model`` (a batch on the device, copies included) and
+            ``on_batch`` keys: which of them dominates says what bounds the run.
 
     Returns:
         (N, R, R) uint8 class ids, 0..18.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     if not prepared:
         model = prepare_model(model, dev)
     on_device = dev.type == "cuda"
-
-    def load(item: np.ndarray | Path) -> np.ndarray:
-        arr = _read_face(item)
-        return arr if on_device else published_input(arr)
-
     out = np.zeros((len(images), resolution, resolution), np.uint8)
+    if not len(images):
+        return out
     threads = loader_threads or default_loader_threads()
-    for indices, batch in _batches(images, load, batch_size, threads, pad=on_device):
-        tensor = torch.from_numpy(batch)
-        if on_device:
-            tensor = tensor.pin_memory()
-        masks = segment_batch(model, tensor, resolution, dev, resized=not on_device)
+    if resize not in ("host", "device"):
+        raise ValueError(f"resize {resize!r}: expected host or device")
+    on_host = not on_device or resize == "host"
+
+    def load(item: object) -> np.ndarray:
+        face = _read_face(item)
+        return published_input(face) if on_host else face
+
+    if on_device:
+        batches = _pinned_batches(images, load, batch_size, threads)
+    else:
+        batches = _batches(images, load, batch_size, threads)
+    spent = dict.fromkeys(("input_wait", "model", "on_batch"), 0.0)
+    clock = time.perf_counter()
+    for indices, batch in batches:
+        clock = _lap(spent, "input_wait", clock)
+        masks = segment_batch(model, batch, resolution, dev, on_host, precision)
         masks = masks[: len(indices)]
         out[indices] = masks
+        clock = _lap(spent, "model", clock)
         if on_batch is not None:
             on_batch(indices, masks)
+        clock = _lap(spent, "on_batch", clock)
+    if timings is not None:
+        for key, value in spent.items():
+            timings[key] = timings.get(key, 0.0) + value
     return out
 
 
@@ -236,6 +336,9 @@ class SegmentRun:
     masks: int
     seconds: float
     first_batch_seconds: float
+    input_wait_seconds: float = 0.0
+    model_seconds: float = 0.0
+    write_wait_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -253,6 +356,8 @@ def segment_files(
     *,
     threads: int = 0,
     on_progress: Callable[[int, float], None] | None = None,
+    precision: str = "bf16",
+    resize: str = "host",
 ) -> SegmentRun:
     """Segment face PNGs and write each class map to its mask path as soon as it exists.
 
@@ -284,6 +389,7 @@ def segment_files(
             if on_progress is not None:
                 on_progress(written[0], time.perf_counter() - start)
 
+        timings: dict[str, float] = {}
         segment_images(
             model,
             faces,
@@ -293,11 +399,44 @@ def segment_files(
             prepared=True,
             loader_threads=threads,
             on_batch=save,
+            timings=timings,
+            precision=precision,
+            resize=resize,
         )
+        drain = time.perf_counter()
         for future in in_flight:
             future.result()
             written[0] += 1
-    return SegmentRun(written[0], time.perf_counter() - start, first[0])
+        drain = time.perf_counter() - drain
+    return SegmentRun(
+        masks=written[0],
+        seconds=time.perf_counter() - start,
+        first_batch_seconds=first[0],
+        input_wait_seconds=timings.get("input_wait", 0.0),
+        model_seconds=timings.get("model", 0.0),
+        write_wait_seconds=timings.get("on_batch", 0.0) + drain,
+    )
+
+
+def fidelity(
+    model: nn.Module,
+    faces: Sequence[np.ndarray | Path],
+    resolution: int,
+    device: torch.device,
+    batch_size: int,
+) -> float:
+    """Pixel agreement of the bf16 path's masks with strict fp32 masks of the same faces.
+
+    ``model`` is prepared for ``device`` (compiled or not); the fp32 masks come from the same
+    folded weights run eagerly, the published numerics. With trained weights the two agree
+    on nearly every pixel; a low figure means the bf16 masks are not the published ones.
+    """
+    fast = segment_images(model, faces, resolution, device, batch_size, prepared=True)
+    eager = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
+    exact = segment_images(
+        eager, faces, resolution, device, len(faces), prepared=True, precision="fp32"
+    )
+    return float((fast == exact).mean())
 
 
 def published_loop(
