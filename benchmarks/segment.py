@@ -46,7 +46,6 @@ import torch
 
 from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
 from ffhq_aging_assets.lib.segment import (
-    device_input,
     fidelity,
     normalize,
     prepare_model,
@@ -86,10 +85,7 @@ def sync(device: torch.device) -> None:
 def engine_logits(model, images, device, batch, precision) -> np.ndarray:
     """The prepared engine's 513 x 513 logits for ``images``, padded to ``batch`` as it runs."""
     padded = images + [images[-1]] * (batch - len(images))
-    if device.type == "cuda":
-        x = normalize(device_input(torch.from_numpy(np.stack(padded)).to(device)))
-    else:
-        x = normalize(torch.from_numpy(np.stack([published_input(f) for f in padded])))
+    x = normalize(torch.from_numpy(np.stack([published_input(f) for f in padded])).to(device))
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
         if precision == "bf16":
