@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from ffhq_aging_assets.lib.deeplab import build_deeplab
+from ffhq_aging_assets.lib.masks import precision_record
 from ffhq_aging_assets.lib.segment import (
     _pinned_batches,
+    _process_batches,
+    choose_precision,
     device_input,
     fidelity,
     nearest_indices,
@@ -156,6 +159,30 @@ def test_rotating_batch_buffers_hold_each_batch_intact(tmp_path: Path) -> None:
         list(_pinned_batches(paths, load, 2, workers=2, pin=False))
 
 
+def test_loader_processes_batch_files_in_order(tmp_path: Path) -> None:
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i:05d}.png")
+        PIL.Image.fromarray(np.full((40, 40, 3), 10 * i, np.uint8)).save(paths[-1])
+    batches = list(_process_batches(paths, True, 2, workers=2, pin=False))
+    assert [b[0] for b in batches] == [[0, 1], [2, 3], [4]]
+    for indices, batch in batches:
+        assert batch.shape == (2, 513, 513, 3) and batch.dtype == torch.uint8
+        assert [int(batch[r, 5, 5, 0]) for r in range(2)] == [10 * i for i in indices] + [
+            10 * indices[-1]
+        ] * (2 - len(indices))
+    assert np.array_equal(
+        batches[0][1][1].numpy(), published_input(np.full((40, 40, 3), 10, np.uint8))
+    )
+
+    PIL.Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(paths[3])
+    with pytest.raises(ValueError, match="00003.png: a 40x30 face among 40x40 ones"):
+        list(_process_batches(paths, False, 2, workers=1, pin=False))
+    paths[1].write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="00001.png: cannot read this face"):
+        list(_process_batches(paths, True, 2, workers=1, pin=False))
+
+
 COMPILE_STEP = """
 import sys, torch
 from pathlib import Path
@@ -212,3 +239,18 @@ def test_gpu_compiled_engine_agrees_with_eager(seeded_model, tmp_path: Path) -> 
     assert masks.shape == eager.shape
     assert (masks == eager).mean() >= 0.99
     assert any(cache.rglob("*"))
+
+
+def test_auto_precision_takes_bf16_only_on_evidence() -> None:
+    assert choose_precision(0.995) == "bf16"
+    assert choose_precision(0.9899) == "fp32"
+    assert choose_precision(None) == "fp32"
+
+
+def test_precision_record_remembers_bf16_masks() -> None:
+    assert precision_record(None, "fp32", None, 0) is None
+    first = precision_record(None, "bf16", 0.998, 8)
+    assert first == {"precision": "bf16", "agreement": 0.998, "sampled": 8}
+    assert precision_record(first, "fp32", None, 0) == first  # the bf16 masks are still there
+    assert precision_record(first, "bf16", 0.9991, 8)["agreement"] == 0.998  # lowest kept
+    assert precision_record(first, "bf16", None, 0)["agreement"] == 0.998

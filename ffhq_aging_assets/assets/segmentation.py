@@ -27,6 +27,7 @@ from ffhq_aging_assets.lib.masks import (
     STATS_DESCRIPTIONS,
     STATS_SCHEMA,
     mask_stats,
+    precision_record,
     preview_grid,
     read_mask,
 )
@@ -48,16 +49,18 @@ class SegmentConfig(dg.Config):
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:N.")
     batch_size: int = Field(default=0, ge=0, le=512, description="0: 32 on CUDA, 4 on CPU.")
     precision: str = Field(
-        default="bf16",
-        description="On CUDA: bf16 (autocast, fast) or fp32 (strict IEEE fp32, the published "
-        "numerics). The CPU always computes in fp32.",
+        default="auto",
+        description="On CUDA: bf16 (autocast, fast), fp32 (strict IEEE fp32, the published "
+        "numerics) or auto (bf16 where its masks agree with fp32 on 99% of the pixels of the "
+        "sampled faces, else fp32). The CPU always computes in fp32.",
     )
     fidelity_faces: int = Field(
         default=8,
         ge=0,
         le=256,
-        description="bf16 on CUDA: this many of the chunk's faces are also segmented in fp32 "
-        "and the pixel agreement gates the chunk (mask_fidelity). 0 skips the comparison.",
+        description="bf16 or auto on CUDA: this many of the chunk's faces are also segmented "
+        "in fp32; the pixel agreement picks the precision (auto) and gates the chunk "
+        "(mask_fidelity). 0 skips the comparison (auto then keeps fp32).",
     )
     compile: bool = Field(
         default=True,
@@ -108,14 +111,15 @@ def segmentation_masks(
     from ffhq_aging_assets.lib.deeplab import load_deeplab
     from ffhq_aging_assets.lib.segment import (
         PRECISIONS,
+        choose_precision,
         fidelity,
         prepare_model,
         resolve_device,
         segment_files,
     )
 
-    if config.precision not in PRECISIONS:
-        raise dg.Failure(f"precision {config.precision!r}: expected one of {PRECISIONS}")
+    if config.precision not in (*PRECISIONS, "auto"):
+        raise dg.Failure(f"precision {config.precision!r}: expected auto, bf16 or fp32")
 
     chunk = context.partition_key
     numbers = list(expected_numbers(chunk, dataset.per_chunk_limit))
@@ -149,17 +153,14 @@ def segmentation_masks(
         )
         if compiled:
             context.log.info(f"torch.compile on {device}; kernels cached in {cache}")
-        if precision == "bf16":
-            sample = [faces[i] for i in todo[: config.fidelity_faces]]
-            agreement = (
-                fidelity(model, sample, dataset.resolution, device, batch) if sample else None
-            )
-            earlier = record.get("agreement") if record else None
-            if agreement is not None:
-                context.log.info(f"bf16 vs fp32 on {len(sample)} faces: {agreement:.4%} agree")
-            if earlier is not None:
-                agreement = earlier if agreement is None else min(agreement, float(earlier))
-            record = {"precision": "bf16", "agreement": agreement, "sampled": len(sample)}
+        agreement, sample = None, [faces[i] for i in todo[: config.fidelity_faces]]
+        if precision != "fp32" and sample:
+            agreement = fidelity(model, sample, dataset.resolution, device, batch)
+            context.log.info(f"bf16 vs fp32 on {len(sample)} faces: {agreement:.4%} agree")
+        if precision == "auto":
+            precision = choose_precision(agreement)
+            context.log.info(f"precision auto: {precision}")
+        record = precision_record(record, precision, agreement, len(sample))
         # Written before any mask: a step that dies half-way leaves the truth about its masks.
         if record is None:
             record_path.unlink(missing_ok=True)

@@ -153,7 +153,10 @@ def low_share(name: str, below: int, total: int, limit: float, what: str) -> Gat
     )
 
 
-def mask_fidelity(name: str, record: dict | None, bar: float = 0.99) -> Gate:
+FIDELITY_BAR = 0.99  # share of pixels where bf16 masks must equal the fp32 ones
+
+
+def mask_fidelity(name: str, record: dict | None, bar: float = FIDELITY_BAR) -> Gate:
     """Masks computed in bf16 agree with strict fp32 masks on at least ``bar`` of the pixels.
 
     ``record`` is what the segmentation step keeps per chunk (``precision``, the lowest

@@ -114,3 +114,21 @@ def write_color(mask_path: Path, dest: Path, face: Path | None = None) -> None:
         picture = colorize(mask)
     with atomic_path(dest) as tmp:
         PIL.Image.fromarray(picture).save(tmp, format="PNG")
+
+
+def precision_record(
+    previous: dict | None, precision: str, agreement: float | None, sampled: int
+) -> dict | None:
+    """What a chunk's masks are, after a step computes some in ``precision``.
+
+    None means every mask is fp32 (the published numerics). A bf16 step records the lowest
+    agreement with fp32 measured by any bf16 step whose masks are still there; an fp32 step
+    leaves an earlier bf16 record standing, since those masks remain.
+    """
+    if precision == "fp32":
+        return previous
+    earlier = previous.get("agreement") if previous else None
+    if earlier is not None:
+        agreement = float(earlier) if agreement is None else min(agreement, float(earlier))
+        sampled = max(sampled, int(previous.get("sampled", 0)))
+    return {"precision": "bf16", "agreement": agreement, "sampled": sampled}

@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from ffhq_aging_assets.lib.deeplab import fold_weight_standardization
+from ffhq_aging_assets.lib.gates import FIDELITY_BAR
 from ffhq_aging_assets.lib.masks import write_mask
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,70 @@ def _pinned_batches(
             yield ready(*queue.pop(0))
 
 
+class _Faces(torch.utils.data.Dataset):
+    """Face files for loader processes: item ``i`` is ``(i, uint8 HWC tensor)``."""
+
+    def __init__(self, paths: Sequence[Path], resize: bool) -> None:
+        self.paths = list(paths)
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        face = _read_face(self.paths[index])
+        face = published_input(face) if self.resize else np.ascontiguousarray(face)
+        return index, torch.from_numpy(face)
+
+    def collate(self, rows: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
+        """Stack one batch; a face of another size than the batch's first is named."""
+        shape = rows[0][1].shape
+        for index, face in rows:
+            if face.shape != shape:
+                raise ValueError(
+                    f"{self.paths[index]}: a {face.shape[1]}x{face.shape[0]} face among "
+                    f"{shape[1]}x{shape[0]} ones; a batch holds faces of one size"
+                )
+        return [index for index, _ in rows], torch.stack([face for _, face in rows])
+
+
+def _process_batches(
+    paths: Sequence[Path],
+    resize: bool,
+    batch_size: int,
+    workers: int,
+    pin: bool = True,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """CUDA path for files: loader processes decode (and resize) whole batches.
+
+    Decoding in threads would share the interpreter lock with the thread that launches the
+    model's kernels and starve it; processes do not. Batches come back through shared memory,
+    are pinned by the loader's own thread, and a short last batch repeats its last face up to
+    ``batch_size`` (the indices name only real items).
+    """
+    faces = _Faces(paths, resize)
+    loader = torch.utils.data.DataLoader(
+        faces,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=faces.collate,
+        pin_memory=pin,
+        prefetch_factor=2,
+        multiprocessing_context="spawn",
+    )
+    for indices, batch in loader:
+        if len(indices) < batch_size:
+            batch = torch.cat(
+                [batch, batch[-1:].expand(batch_size - len(indices), *batch.shape[1:])]
+            )
+        yield indices, batch
+
+
+def default_loader_processes() -> int:
+    """Loader processes on CUDA: one per core but one (for the model's thread), 1 to 16."""
+    return max(1, min(16, (os.cpu_count() or 2) - 1))
+
+
 def _lap(spent: dict[str, float], key: str, since: float) -> float:
     now = time.perf_counter()
     spent[key] += now - since
@@ -266,6 +331,7 @@ def segment_images(
     timings: dict[str, float] | None = None,
     precision: str = "bf16",
     resize: str = "host",
+    loader_processes: int = -1,
 ) -> np.ndarray:
     """Class maps of RGB uint8 faces (arrays, or paths of PNGs) through the published pipeline.
 
@@ -277,7 +343,10 @@ def segment_images(
         batch_size: images per forward pass; on CUDA every pass has exactly this many (the
             last one padded), so a compiled model sees one shape.
         prepared: the model already went through :func:`prepare_model` for this device.
-        loader_threads: threads decoding and resizing ahead of the model (0: one per core).
+        loader_threads: threads decoding and resizing ahead of the model (0: one per core);
+            on CUDA they serve faces given as arrays.
+        loader_processes: on CUDA, processes decoding face files ahead of the model (-1: one
+            per core but one; 0: threads instead).
         on_batch: called with each batch's indices and masks as soon as they exist.
         precision: on CUDA, ``bf16`` (autocast) or ``fp32`` (strict, the published numerics).
         resize: on CUDA, ``host`` (PIL on the loader threads: the published arithmetic, and a
@@ -308,7 +377,11 @@ def segment_images(
         face = _read_face(item)
         return published_input(face) if on_host else face
 
-    if on_device:
+    files = all(isinstance(item, (str, Path)) for item in images)
+    if on_device and files and loader_processes != 0:
+        processes = loader_processes if loader_processes > 0 else default_loader_processes()
+        batches = _process_batches(images, on_host, batch_size, processes)
+    elif on_device:
         batches = _pinned_batches(images, load, batch_size, threads)
     else:
         batches = _batches(images, load, batch_size, threads)
@@ -437,6 +510,14 @@ def fidelity(
         eager, faces, resolution, device, len(faces), prepared=True, precision="fp32"
     )
     return float((fast == exact).mean())
+
+
+def choose_precision(agreement: float | None, bar: float = FIDELITY_BAR) -> str:
+    """``auto``: bf16 where its masks agreed with fp32 on at least ``bar``, else fp32.
+
+    No measurement (no faces sampled) keeps fp32: bf16 is taken only on evidence.
+    """
+    return "bf16" if agreement is not None and agreement >= bar else "fp32"
 
 
 def published_loop(
