@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine: per-step chunk figures (eager, compiled cold, compiled
-# warm, compiled warm with the resize on the GPU), the in-memory throughput variants against
-# the published loop, then the GPU tests.
+# warm with loader processes, and warm with loader threads), the in-memory throughput variants
+# against the published loop, then the GPU tests. About 8 minutes on an H200 at most (each stage has its own timeout).
 # Needs python3 with torch, numpy, pillow, scipy, pyarrow, requests and pytest; Dagster is
 # not needed. Writes logs and JSON to $OUT (default /tmp/gpu_check).
 # Usage: bash benchmarks/gpu_check.sh [images-per-chunk] [resolution]
@@ -16,12 +16,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
   --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
 torch.cuda.get_device_properties(0))" | tee -a "$OUT/gpu.txt"
-timeout 180 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
-  --resolution "$RES" --batch-size 64 --variants eager,cold,warm,warm-device \
+timeout 240 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
+  --resolution "$RES" --batch-size 64 --variants eager,cold,warm,warm-threads \
   --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
-timeout 130 python3 benchmarks/segment.py throughput --device cuda --images 1024 \
+timeout 160 python3 benchmarks/segment.py throughput --device cuda --images 1024 \
   --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
-  --variants eager-bf16:64,compiled-bf16:64,eager-fp32:64,compiled-fp32:64 \
+  --variants compiled-bf16:64,compiled-fp32:64,eager-bf16:64,eager-fp32:64 \
   --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
 FFHQ_TEST_COMPILE_CACHE="$WORK/inductor" timeout 80 python3 -m pytest -c /dev/null --rootdir . \
   -p no:cacheprovider -m gpu -q -rs ffhq_aging_assets_tests/test_lib_segment.py 2>&1 \

@@ -431,6 +431,7 @@ def segment_files(
     on_progress: Callable[[int, float], None] | None = None,
     precision: str = "bf16",
     resize: str = "host",
+    loader_processes: int = -1,
 ) -> SegmentRun:
     """Segment face PNGs and write each class map to its mask path as soon as it exists.
 
@@ -475,6 +476,7 @@ def segment_files(
             timings=timings,
             precision=precision,
             resize=resize,
+            loader_processes=loader_processes,
         )
         drain = time.perf_counter()
         for future in in_flight:
@@ -506,9 +508,14 @@ def fidelity(
     """
     fast = segment_images(model, faces, resolution, device, batch_size, prepared=True)
     eager = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
-    exact = segment_images(
-        eager, faces, resolution, device, len(faces), prepared=True, precision="fp32"
-    )
+    # A few faces once: cuDNN's algorithm search for fp32 would cost more than it saves.
+    searching, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    try:
+        exact = segment_images(
+            eager, faces, resolution, device, len(faces), prepared=True, precision="fp32"
+        )
+    finally:
+        torch.backends.cudnn.benchmark = searching
     return float((fast == exact).mean())
 
 
