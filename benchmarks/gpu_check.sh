@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine: per-step chunk figures (eager, compiled cold, compiled
 # warm with loader processes, and warm with loader threads), the in-memory throughput variants
-# against the published loop, then the GPU tests. About 8 minutes on an H200 at most (each stage has its own timeout).
+# against the published loop, then the GPU tests. At most about 8 minutes: each stage has
+# its own timeout.
 # Needs python3 with torch, numpy, pillow, scipy, pyarrow, requests and pytest; Dagster is
 # not needed. Writes logs and JSON to $OUT (default /tmp/gpu_check).
 # Usage: bash benchmarks/gpu_check.sh [images-per-chunk] [resolution]

@@ -66,7 +66,7 @@ def test_build_runs_on_the_persistent_instance(
     done = cli(args + source_args(served), tmp_path, dagster_home)
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
-    assert "chunk 00000: ok" in out and "14/14 checks passed" in out
+    assert "chunk 00000: ok" in out and "15/15 checks passed" in out
     assert "products done" in out
     assert "chunk 05000: FAILED" in out and "none for chunk 05000" in out
     assert "1 chunk(s) failed: 05000" in out
