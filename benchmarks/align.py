@@ -63,7 +63,7 @@ def frames(repeats: int) -> None:
         for kind in KINDS:
             img, lm = frame(width, height, kind)
             for res in (256, 1024):
-                times = {"reference": [], "fast": []}
+                times: dict[str, list[float]] = {"reference": [], "fast": []}
                 outs = {}
                 for r in range(repeats):
                     for mode in ("reference", "fast") if r % 2 == 0 else ("fast", "reference"):

@@ -57,7 +57,9 @@ def main() -> None:
         files = []
         for i in range(8):
             small = rng.integers(0, 256, (args.size // 8, args.size // 8, 3), np.uint8)
-            face = PIL.Image.fromarray(small).resize((args.size, args.size), PIL.Image.BICUBIC)
+            face = PIL.Image.fromarray(small).resize(
+                (args.size, args.size), PIL.Image.Resampling.BICUBIC
+            )
             files.append(Path(tmp) / f"{i:05d}.png")
             face.save(files[-1])
         alone = launches(args.seconds)

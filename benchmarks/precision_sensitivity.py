@@ -27,9 +27,9 @@ DATA = Path(__file__).resolve().parents[1] / "ffhq_aging_assets_tests" / "data" 
 
 
 def measure(state: dict, x: torch.Tensor) -> dict:
-    model = build_deeplab()
-    model.load_state_dict(state)
-    model = prepare_model(model.eval(), torch.device("cpu"))
+    deeplab = build_deeplab()
+    deeplab.load_state_dict(state)
+    model = prepare_model(deeplab.eval(), torch.device("cpu"))
     with torch.inference_mode():
         ref = model.double()(x.double()).float()
         model = model.float()

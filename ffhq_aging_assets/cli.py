@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +314,7 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: set) -> bool:
+def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: Set) -> bool:
     job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", (job_name,))
     result = dg.execute_job(job, instance, run_config=config, asset_selection=sorted(keys))
     if not result.success:
@@ -324,7 +324,7 @@ def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: set) ->
     return True
 
 
-def _run_chunks(dg: Any, instance: Any, config: dict, chunks: list[str], keys: set) -> list[str]:
+def _run_chunks(dg: Any, instance: Any, config: dict, chunks: list[str], keys: Set) -> list[str]:
     """One run per chunk, on after a failure; returns the chunks that failed."""
     job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", ("chunks",))
     failed: list[str] = []

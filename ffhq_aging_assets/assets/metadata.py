@@ -58,9 +58,11 @@ def ffhq_metadata_json(
         if parsed is None:
             context.log.info(f"parsing {JSON_NAME} in one streaming pass")
             tables = folder / f"chunks-{md5}"
-            result = convert(
-                json_path, lambda chunk, table: write_table(table, tables / f"{chunk}.parquet")
-            )
+
+            def write(chunk: str, table: pa.Table) -> None:
+                write_table(table, tables / f"{chunk}.parquet")
+
+            result = convert(json_path, write)
             parsed = {
                 "md5": md5,
                 "entries": result.entries,

@@ -50,10 +50,14 @@ def ffhq_aging_labels(
 
     Chunks not built yet are left out and listed in the metadata.
     """
-    present, missing = [], []
+    present: list[Path] = []
+    missing: list[str] = []
     for chunk in CHUNK_KEYS:
         path = dataset.table_path(f"labels_{dataset.resolution}", chunk)
-        (present if path.is_file() else missing).append(path if path.is_file() else chunk)
+        if path.is_file():
+            present.append(path)
+        else:
+            missing.append(chunk)
     if not present:
         raise dg.Failure("no labels_table chunk is built yet: materialize some chunks first")
     table = pa.concat_tables([pq.read_table(p) for p in present], promote_options="default")

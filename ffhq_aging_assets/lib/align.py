@@ -127,7 +127,7 @@ def _sample_quad(img: PIL.Image.Image, quad: np.ndarray, canvas: int, resolution
     img = img.transform(
         (canvas, canvas),
         PIL.Image.Transform.QUAD,
-        (quad + 0.5).flatten(),
+        (quad + 0.5).flatten().tolist(),
         PIL.Image.Resampling.BILINEAR,
     )
     if resolution < canvas:
@@ -168,7 +168,7 @@ def crop_geometry(landmarks: np.ndarray, width: int, height: int, resolution: in
         qsize=original_qsize,
         shrink=shrink if shrink > 1 else 1,
         crop=crop,
-        pad=pad,  # type: ignore[arg-type]
+        pad=pad,
         blur_pad=blur_pad,
     )
 
@@ -177,7 +177,9 @@ def _blur_pad(
     img: PIL.Image.Image, pad: tuple[int, int, int, int], qsize: float
 ) -> PIL.Image.Image:
     """Reflect-pad, then blend the padding towards a blur and the median colour (float32)."""
-    arr = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+    arr = np.pad(
+        np.asarray(img, dtype=np.float32), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect"
+    )
     h, w, _ = arr.shape
     y, x, _ = np.ogrid[:h, :w, :1]
     # float32 divisors: NumPy 1.x divided by the int pad values in float32, and the published

@@ -177,18 +177,19 @@ def fold_weight_standardization(model: nn.Module) -> nn.Module:
     """
     for name, child in list(model.named_children()):
         if isinstance(child, WSConv2d):
+            # torch types these attributes tuple[int, ...]; they are the 2-tuples given.
             plain = nn.Conv2d(
                 child.in_channels,
                 child.out_channels,
-                child.kernel_size,
-                stride=child.stride,
-                padding=child.padding,
-                dilation=child.dilation,
+                child.kernel_size,  # type: ignore[arg-type]
+                stride=child.stride,  # type: ignore[arg-type]
+                padding=child.padding,  # type: ignore[arg-type]
+                dilation=child.dilation,  # type: ignore[arg-type]
                 groups=child.groups,
                 bias=child.bias is not None,
             ).to(device=child.weight.device, dtype=child.weight.dtype)
             plain.weight.copy_(child.standardized_weight())
-            if child.bias is not None:
+            if child.bias is not None and plain.bias is not None:
                 plain.bias.copy_(child.bias)
             setattr(model, name, plain)
         else:

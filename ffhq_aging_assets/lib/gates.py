@@ -168,7 +168,10 @@ def mask_fidelity(name: str, record: dict | None, bar: float = FIDELITY_BAR) -> 
     if record.get("agreement") is None:
         return Gate(name, True, "bf16 masks; the comparison with fp32 was switched off", {})
     agreement = float(record["agreement"])
-    meta = {"agreement": round(agreement, 5), "sampled_faces": int(record["sampled"])}
+    meta: dict[str, float | int | str] = {
+        "agreement": round(agreement, 5),
+        "sampled_faces": int(record["sampled"]),
+    }
     if agreement >= bar:
         text = f"bf16 masks agree with fp32 on {agreement:.2%} of pixels (bar {bar:.0%})"
         return Gate(name, True, text, meta)

@@ -127,8 +127,8 @@ def precision_record(
     """
     if precision == "fp32":
         return previous
-    earlier = previous.get("agreement") if previous else None
-    if earlier is not None:
-        agreement = float(earlier) if agreement is None else min(agreement, float(earlier))
+    if previous is not None and previous.get("agreement") is not None:
+        earlier = float(previous["agreement"])
+        agreement = earlier if agreement is None else min(agreement, earlier)
         sampled = max(sampled, int(previous.get("sampled", 0)))
     return {"precision": "bf16", "agreement": agreement, "sampled": sampled}

@@ -31,7 +31,7 @@ BLOCK = 1 << 20
 MAX_ENTRY_BYTES = 4 << 20
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _decoder = json.JSONDecoder()
-_scanstring = json.decoder.scanstring
+_scanstring = json.decoder.scanstring  # type: ignore[attr-defined]  # (untyped, public)
 _STR = r'"[^"\\\x00-\x1f]*+(?:\\.[^"\\\x00-\x1f]*+)*+"'
 _PLAIN = r'[^"\[\]{}]*+'
 _LIST1 = rf"\[{_PLAIN}(?:{_STR}{_PLAIN})*+\]"
@@ -137,7 +137,7 @@ def iter_entries(
         r.fill(0)
     match = _OPEN.match(r.buf)
     if match is None:
-        raise r.error(_WS_RE.match(r.buf).end(), "expected a JSON object ('{')")  # type: ignore[union-attr]
+        raise r.error(_skip_ws(r.buf, 0), "expected a JSON object ('{')")
     pos = match.end()
     while pos >= len(r.buf) and not r.eof:
         pos -= r.fill(pos)
@@ -167,24 +167,30 @@ def _field(buf: str, pos: int, what: str) -> tuple[str, int]:
     match = _FIELD.match(buf, pos)
     if match is not None:
         return match.group(1), match.end()
-    pos = _WS_RE.match(buf, pos).end()
+    pos = _skip_ws(buf, pos)
     if buf[pos] != '"':
         raise _NeedMore(pos, f"expected a quoted {what}")
     try:
         name, pos = _scanstring(buf, pos + 1)
     except json.JSONDecodeError as exc:
         raise _NeedMore(exc.pos, exc.msg) from None
-    pos = _WS_RE.match(buf, pos).end()
+    pos = _skip_ws(buf, pos)
     if buf[pos] != ":":
         raise _NeedMore(pos, f"expected ':' after {what} {name!r}")
-    return name, _WS_RE.match(buf, pos + 1).end()
+    return name, _skip_ws(buf, pos + 1)
+
+
+def _skip_ws(buf: str, pos: int) -> int:
+    """The position after any JSON whitespace at ``pos`` (the pattern also matches none)."""
+    match = _WS_RE.match(buf, pos)
+    return match.end() if match else pos
 
 
 def _after_value(buf: str, pos: int, what: str) -> tuple[int, bool]:
     """Match whitespace and ``,`` (more follows) or ``}`` (the object closes)."""
     match = _SEP.match(buf, pos)
     if match is None:
-        raise _NeedMore(_WS_RE.match(buf, pos).end(), f"expected ',' or '}}' after {what}")
+        raise _NeedMore(_skip_ws(buf, pos), f"expected ',' or '}}' after {what}")
     return match.end(), match.group(1) == "}"
 
 
@@ -446,7 +452,7 @@ class Conversion:
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def convert(path: Path, write: Callable[[str, pa.Table], None]) -> Conversion:
+def convert(path: Path, write: Callable[[str, pa.Table], object]) -> Conversion:
     """One streaming pass over the whole file: each chunk's validated table, as it completes.
 
     ``write(chunk, table)`` receives every chunk whose entries are all valid. A malformed or

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import PIL.Image
@@ -96,7 +97,7 @@ def compile_model(model: nn.Module, cache_dir: Path | None = None) -> nn.Module:
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve())
-    return torch.compile(model, dynamic=False)
+    return cast(nn.Module, torch.compile(model, dynamic=False))
 
 
 def nearest_indices(size: int, out: int) -> np.ndarray:
@@ -373,14 +374,16 @@ def segment_images(
         raise ValueError(f"resize {resize!r}: expected host or device")
     on_host = not on_device or resize == "host"
 
-    def load(item: object) -> np.ndarray:
+    def load(item: Any) -> np.ndarray:
         face = _read_face(item)
         return published_input(face) if on_host else face
 
     files = all(isinstance(item, (str, Path)) for item in images)
     if on_device and files and loader_processes != 0:
         processes = loader_processes if loader_processes > 0 else default_loader_processes()
-        batches = _process_batches(images, on_host, batch_size, processes)
+        processes = min(processes, -(-len(images) // batch_size))  # no idle workers to start
+        paths = [Path(cast(Path, item)) for item in images]
+        batches = _process_batches(paths, on_host, batch_size, processes)
     elif on_device:
         batches = _pinned_batches(images, load, batch_size, threads)
     else:
@@ -506,6 +509,7 @@ def fidelity(
     folded weights run eagerly, the published numerics. With trained weights the two agree
     on nearly every pixel; a low figure means the bf16 masks are not the published ones.
     """
+    faces = [_read_face(face) for face in faces]  # decoded once, for both passes
     fast = segment_images(model, faces, resolution, device, batch_size, prepared=True)
     eager = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
     # A few faces once: cuDNN's algorithm search for fp32 would cost more than it saves.
@@ -541,6 +545,8 @@ def published_loop(
         for image in images:
             x = normalize(torch.from_numpy(published_input(image))[None].to(dev))
             labels = model(x).argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-            pil = PIL.Image.fromarray(labels).resize((resolution, resolution), PIL.Image.NEAREST)
+            pil = PIL.Image.fromarray(labels).resize(
+                (resolution, resolution), PIL.Image.Resampling.NEAREST
+            )
             out.append(np.asarray(pil))
     return np.stack(out)
