@@ -145,7 +145,7 @@ def segmentation_masks(
     record_path = record_path / f"{chunk}.json"
     record = _read_record(record_path) if len(todo) < len(numbers) else None
     start = time.perf_counter()
-    run, prepared = None, 0.0
+    run, prepared, measured = None, 0.0, None
     if todo:
         weights = dataset.root_path / "models" / "deeplab_model.pth"
         fetch_shared(file_source.source, deeplab_weights.spec, weights)
@@ -161,6 +161,7 @@ def segmentation_masks(
         if precision != "fp32" and sample:
             agreement = fidelity(model, sample, dataset.resolution, device, batch)
             context.log.info(f"bf16 vs fp32 on {len(sample)} faces: {agreement:.4%} agree")
+        measured = agreement
         if precision == "auto":
             precision = choose_precision(agreement)
             context.log.info(f"precision auto: {precision}")
@@ -235,7 +236,9 @@ def segmentation_masks(
             "device": str(device),
             "batch_size": batch,
             "compiled": compiled,
-            "precision": record["precision"] if record else "fp32",
+            "precision": precision,
+            "masks_precision": record["precision"] if record else "fp32",
+            **({"bf16_fp32_agreement": measured} if measured is not None else {}),
             "prepare_seconds": round(prepared, 2),
             "first_batch_seconds": round(run.first_batch_seconds, 2) if run else 0.0,
             "input_wait_seconds": round(run.input_wait_seconds, 2) if run else 0.0,
