@@ -157,7 +157,9 @@ def segmentation_masks(
         )
         if compiled:
             context.log.info(f"torch.compile on {device}; kernels cached in {cache}")
-        agreement, sample = None, [faces[i] for i in todo[: config.fidelity_faces]]
+        # Spread over the chunk rather than its first faces.
+        picks = np.linspace(0, len(todo) - 1, min(config.fidelity_faces, len(todo))).round()
+        agreement, sample = None, [faces[todo[int(k)]] for k in picks]
         if precision != "fp32" and sample:
             agreement = fidelity(model, sample, dataset.resolution, device, batch)
             context.log.info(f"bf16 vs fp32 on {len(sample)} faces: {agreement:.4%} agree")
