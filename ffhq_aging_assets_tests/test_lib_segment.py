@@ -183,6 +183,24 @@ def test_loader_processes_batch_files_in_order(tmp_path: Path) -> None:
         list(_process_batches(paths, True, 2, workers=1, pin=False))
 
 
+def test_segment_files_through_loader_processes(seeded_model, tmp_path: Path) -> None:
+    # The path face files take on CUDA, here on the CPU (no page-locking, no padding).
+    faces = []
+    for i, image in enumerate(np.load(DATA / "seg_images.npy")):
+        faces.append(tmp_path / f"{i:05d}.png")
+        PIL.Image.fromarray(image).save(faces[-1])
+    masks = [tmp_path / "parsings" / f.name for f in faces]
+    masks[0].parent.mkdir()
+    model = prepare_model(copy.deepcopy(seeded_model), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    run = segment_files(model, faces, masks, 256, cpu, batch_size=2, loader_processes=2)
+    assert run.masks == 3 and run.model_seconds > 0
+    written = np.stack([np.asarray(PIL.Image.open(m)) for m in masks])
+    threads = segment_images(model, faces, 256, cpu, 2, prepared=True, loader_processes=0)
+    assert np.array_equal(written, threads)
+    assert (written == np.load(DATA / "seg_masks_ref.npy")).mean() >= 0.995
+
+
 COMPILE_STEP = """
 import sys, torch
 from pathlib import Path

@@ -246,7 +246,8 @@ class _Faces(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
         face = _read_face(self.paths[index])
-        face = published_input(face) if self.resize else np.ascontiguousarray(face)
+        # Both give a new, writable array (PIL's arrays are read-only views).
+        face = published_input(face) if self.resize else np.array(face)
         return index, torch.from_numpy(face)
 
     def collate(self, rows: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
@@ -267,13 +268,14 @@ def _process_batches(
     batch_size: int,
     workers: int,
     pin: bool = True,
+    pad: bool = True,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """CUDA path for files: loader processes decode (and resize) whole batches.
+    """Loader processes decode (and resize) whole batches of face files (CUDA's default).
 
     Decoding in threads would share the interpreter lock with the thread that launches the
     model's kernels and starve it; processes do not. Batches come back through shared memory,
-    are pinned by the loader's own thread, and a short last batch repeats its last face up to
-    ``batch_size`` (the indices name only real items).
+    are pinned by the loader's own thread (``pin``), and with ``pad`` a short last batch repeats
+    its last face up to ``batch_size`` (the indices name only real items).
     """
     faces = _Faces(paths, resize)
     loader = torch.utils.data.DataLoader(
@@ -286,7 +288,7 @@ def _process_batches(
         multiprocessing_context="spawn",
     )
     for indices, batch in loader:
-        if len(indices) < batch_size:
+        if pad and len(indices) < batch_size:
             batch = torch.cat(
                 [batch, batch[-1:].expand(batch_size - len(indices), *batch.shape[1:])]
             )
@@ -346,8 +348,8 @@ def segment_images(
         prepared: the model already went through :func:`prepare_model` for this device.
         loader_threads: threads decoding and resizing ahead of the model (0: one per core);
             on CUDA they serve faces given as arrays.
-        loader_processes: on CUDA, processes decoding face files ahead of the model (-1: one
-            per core but one; 0: threads instead).
+        loader_processes: processes decoding face files ahead of the model; -1 (default): on
+            CUDA one per core but one, on the CPU none (threads); 0: threads everywhere.
         on_batch: called with each batch's indices and masks as soon as they exist.
         precision: on CUDA, ``bf16`` (autocast) or ``fp32`` (strict, the published numerics).
         resize: on CUDA, ``host`` (PIL on the loader threads: the published arithmetic, and a
@@ -379,11 +381,13 @@ def segment_images(
         return published_input(face) if on_host else face
 
     files = all(isinstance(item, (str, Path)) for item in images)
-    if on_device and files and loader_processes != 0:
+    if files and (loader_processes > 0 or (on_device and loader_processes < 0)):
         processes = loader_processes if loader_processes > 0 else default_loader_processes()
         processes = min(processes, -(-len(images) // batch_size))  # no idle workers to start
         paths = [Path(cast(Path, item)) for item in images]
-        batches = _process_batches(paths, on_host, batch_size, processes)
+        batches = _process_batches(
+            paths, on_host, batch_size, processes, pin=on_device, pad=on_device
+        )
     elif on_device:
         batches = _pinned_batches(images, load, batch_size, threads)
     else:
