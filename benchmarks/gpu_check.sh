@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine: per-step chunk figures (eager, compiled cold, compiled
 # warm with loader processes, and warm with loader threads), the in-memory throughput variants
-# against the published loop, then the GPU tests. At most about 8 minutes: each stage has
+# against the published loop, then the GPU tests. At most about 9 minutes: each stage has
 # its own timeout.
 # Needs python3 with torch, numpy, pillow, scipy, pyarrow, requests and pytest; Dagster is
 # not needed. Writes logs and JSON to $OUT (default /tmp/gpu_check).
@@ -24,7 +24,7 @@ timeout 160 python3 benchmarks/segment.py throughput --device cuda --images 1024
   --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
   --variants compiled-bf16:64,compiled-fp32:64,eager-bf16:64,eager-fp32:64 \
   --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
-FFHQ_TEST_COMPILE_CACHE="$WORK/inductor" timeout 80 python3 -m pytest -c /dev/null --rootdir . \
+FFHQ_TEST_COMPILE_CACHE="$WORK/inductor" timeout 120 python3 -m pytest -c /dev/null --rootdir . \
   -p no:cacheprovider -m gpu -q -rs ffhq_aging_assets_tests/test_lib_segment.py 2>&1 \
   | grep -v '^DEBUG' | tee "$OUT/pytest.log"
 echo "=== summary ==="
