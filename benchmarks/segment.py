@@ -48,6 +48,7 @@ import torch
 from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
 from ffhq_aging_assets.lib.segment import (
     fidelity,
+    forward,
     normalize,
     prepare_model,
     published_input,
@@ -87,17 +88,7 @@ def engine_logits(model, images, device, batch, precision) -> np.ndarray:
     """The prepared engine's 513 x 513 logits for ``images``, padded to ``batch`` as it runs."""
     padded = images + [images[-1]] * (batch - len(images))
     x = normalize(torch.from_numpy(np.stack([published_input(f) for f in padded])).to(device))
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-        if precision == "bf16":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = model(x)
-        else:
-            with strict_fp32():
-                out = model(x)
-    else:
-        out = model(x)
-    return out[: len(images)].float().cpu().numpy()
+    return forward(model, x, precision)[: len(images)].float().cpu().numpy()
 
 
 def throughput(args: argparse.Namespace) -> dict:

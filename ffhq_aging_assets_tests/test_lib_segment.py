@@ -12,8 +12,8 @@ import torch
 from ffhq_aging_assets.lib.deeplab import build_deeplab
 from ffhq_aging_assets.lib.masks import precision_record
 from ffhq_aging_assets.lib.segment import (
-    _pinned_batches,
     _process_batches,
+    _thread_batches,
     choose_precision,
     device_input,
     fidelity,
@@ -141,7 +141,7 @@ def test_rotating_batch_buffers_hold_each_batch_intact(tmp_path: Path) -> None:
     # 11 faces, batches of 4, two batches decoded ahead into three rotating buffers.
     faces = [np.full((6, 5, 3), i, np.uint8) for i in range(11)]
     seen = []
-    for indices, batch in _pinned_batches(faces, np.asarray, 4, workers=3, pin=False):
+    for indices, batch in _thread_batches(faces, np.asarray, 4, workers=3, pin=False):
         assert batch.shape == (4, 6, 5, 3)
         rows = [int(batch[r, 0, 0, 0]) for r in range(4)]
         assert rows[: len(indices)] == indices
@@ -156,7 +156,7 @@ def test_rotating_batch_buffers_hold_each_batch_intact(tmp_path: Path) -> None:
         PIL.Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(path)
     load = lambda p: np.asarray(PIL.Image.open(p))  # noqa: E731
     with pytest.raises(ValueError, match="00003.png: a 5x7 face among 5x6 ones"):
-        list(_pinned_batches(paths, load, 2, workers=2, pin=False))
+        list(_thread_batches(paths, load, 2, workers=2, pin=False))
 
 
 def test_loader_processes_batch_files_in_order(tmp_path: Path) -> None:
@@ -199,6 +199,16 @@ def test_segment_files_through_loader_processes(seeded_model, tmp_path: Path) ->
     threads = segment_images(model, faces, 256, cpu, 2, prepared=True, loader_processes=0)
     assert np.array_equal(written, threads)
     assert (written == np.load(DATA / "seg_masks_ref.npy")).mean() >= 0.995
+
+    # Batches of one: the writers fall behind and are waited for; every mask is counted once.
+    for mask in masks:
+        mask.unlink()
+    seen: list[int] = []
+    run = segment_files(
+        model, faces, masks, 256, cpu, batch_size=1, on_progress=lambda n, _: seen.append(n)
+    )
+    assert run.masks == 3 and all(m.is_file() for m in masks)
+    assert len(seen) == 3 and seen == sorted(seen) and seen[-1] <= 3
 
 
 COMPILE_STEP = """

@@ -129,6 +129,22 @@ def device_input(batch: torch.Tensor) -> torch.Tensor:
     return x.round_().clamp_(0, 255).permute(0, 2, 3, 1)
 
 
+def forward(model: nn.Module, x: torch.Tensor, precision: str = "bf16") -> torch.Tensor:
+    """The model's logits for normalised NCHW ``x``, computed as the engine computes them.
+
+    On CUDA: channels-last, under bf16 autocast (``bf16``) or in strict fp32 (``fp32``, TF32
+    off for the call). The CPU always computes in fp32.
+    """
+    if x.device.type != "cuda":
+        return model(x)
+    x = x.contiguous(memory_format=torch.channels_last)
+    if precision == "bf16":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(x)
+    with strict_fp32():
+        return model(x)
+
+
 @torch.inference_mode()
 def segment_batch(
     model: nn.Module,
@@ -140,62 +156,34 @@ def segment_batch(
 ) -> np.ndarray:
     """Class maps of one batch: NHWC uint8 (at 513 when ``resized``) -> (N, R, R) uint8.
 
-    On CUDA ``precision`` ``bf16`` runs the model under bf16 autocast; ``fp32`` runs it in
-    strict fp32 (TF32 off for the call). The CPU always computes in fp32.
+    ``precision`` as in :func:`forward`.
     """
     batch = batch.to(device, non_blocking=True)
     if not resized:
         batch = device_input(batch)
-    x = normalize(batch)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-        if precision == "bf16":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(x)
-        else:
-            with strict_fp32():
-                logits = model(x)
-    else:
-        logits = model(x)
+    logits = forward(model, normalize(batch), precision)
     idx = torch.from_numpy(nearest_indices(INPUT_SIZE, resolution)).to(device)
     labels = logits.argmax(dim=1)
     return labels[:, idx][:, :, idx].to(torch.uint8).cpu().numpy()
 
 
-def _batches(
-    items: Sequence,
-    load: Callable[[object], np.ndarray],
-    batch_size: int,
-    workers: int,
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """CPU path: decode and resize items on loader threads, one batch ahead of the consumer."""
-    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = None
-        for start in range(0, len(items), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(items))))
-            futures = [pool.submit(load, items[i]) for i in chunk]
-            if pending is not None:
-                yield pending[0], torch.from_numpy(np.stack([f.result() for f in pending[1]]))
-            pending = (chunk, futures)
-        if pending is not None:
-            yield pending[0], torch.from_numpy(np.stack([f.result() for f in pending[1]]))
-
-
-def _pinned_batches(
+def _thread_batches(
     items: Sequence,
     load: Callable[[object], np.ndarray],
     batch_size: int,
     workers: int,
     ahead: int = 2,
     pin: bool = True,
+    pad: bool = True,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """CUDA path: loader threads decode (and resize) each face into a page-locked batch buffer.
+    """Loader threads decode (and resize) each face into a batch buffer (``pin``: page-locked).
 
     ``ahead + 1`` buffers rotate, so decoding runs up to ``ahead`` batches in front of the
-    model with no stacking or pinning copy on the consumer's thread. Every batch has exactly
-    ``batch_size`` rows: a short last one repeats its last face (the indices name only real
-    items). The consumer must be done with a buffer (its host-to-device copy finished) before
-    asking for the next batch; :func:`segment_batch` returns only after the masks are back.
+    model with no stacking or pinning copy on the consumer's thread. With ``pad`` every batch
+    has exactly ``batch_size`` rows: a short last one repeats its last face (the indices name
+    only real items). The consumer must be done with a buffer (its host-to-device copy
+    finished) before asking for the next batch; :func:`segment_batch` returns only after the
+    masks are back.
     """
     first = load(items[0])
     shape = first.shape
@@ -207,17 +195,15 @@ def _pinned_batches(
     def fill(buffer: torch.Tensor, row: int, index: int) -> None:
         face = first if index == 0 else load(items[index])
         if face.shape != shape:
-            raise ValueError(
-                f"{_name(items[index])}: a {face.shape[1]}x{face.shape[0]} face among "
-                f"{shape[1]}x{shape[0]} ones; a batch holds faces of one size"
-            )
+            raise _size_error(items[index], face.shape, shape)
         buffer.numpy()[row] = face
 
     def ready(chunk: list[int], buffer: torch.Tensor, futures: list[cf.Future]):
         for future in futures:
             future.result()
-        if len(chunk) < batch_size:
-            buffer[len(chunk) :] = buffer[len(chunk) - 1]
+        if not pad:
+            return chunk, buffer[: len(chunk)]
+        buffer[len(chunk) :] = buffer[len(chunk) - 1]
         return chunk, buffer
 
     queue: list = []
@@ -255,10 +241,7 @@ class _Faces(torch.utils.data.Dataset):
         shape = rows[0][1].shape
         for index, face in rows:
             if face.shape != shape:
-                raise ValueError(
-                    f"{self.paths[index]}: a {face.shape[1]}x{face.shape[0]} face among "
-                    f"{shape[1]}x{shape[0]} ones; a batch holds faces of one size"
-                )
+                raise _size_error(self.paths[index], face.shape, shape)
         return [index for index, _ in rows], torch.stack([face for _, face in rows])
 
 
@@ -306,8 +289,12 @@ def _lap(spent: dict[str, float], key: str, since: float) -> float:
     return now
 
 
-def _name(item: object) -> str:
-    return str(item) if isinstance(item, (str, Path)) else "an array"
+def _size_error(item: object, found: tuple[int, ...], expected: tuple[int, ...]) -> ValueError:
+    name = str(item) if isinstance(item, (str, Path)) else "an array"
+    return ValueError(
+        f"{name}: a {found[1]}x{found[0]} face among {expected[1]}x{expected[0]} ones; "
+        "a batch holds faces of one size"
+    )
 
 
 def _read_face(item: np.ndarray | str | Path) -> np.ndarray:
@@ -388,10 +375,8 @@ def segment_images(
         batches = _process_batches(
             paths, on_host, batch_size, processes, pin=on_device, pad=on_device
         )
-    elif on_device:
-        batches = _pinned_batches(images, load, batch_size, threads)
     else:
-        batches = _batches(images, load, batch_size, threads)
+        batches = _thread_batches(images, load, batch_size, threads, pin=on_device, pad=on_device)
     spent = dict.fromkeys(("input_wait", "model", "on_batch"), 0.0)
     clock = time.perf_counter()
     for indices, batch in batches:
@@ -452,23 +437,21 @@ def segment_files(
     threads = threads or default_loader_threads()
     start = time.perf_counter()
     first = [0.0]
-    written = [0]
-    in_flight: list[cf.Future] = []
+    writes: list[cf.Future] = []
     with cf.ThreadPoolExecutor(max_workers=threads) as writers:
 
         def save(indices: list[int], labels: np.ndarray) -> None:
             if not first[0]:
                 first[0] = time.perf_counter() - start
-            in_flight.extend(
+            writes.extend(
                 writers.submit(write_mask, label, masks[i])
                 for i, label in zip(indices, labels, strict=True)
             )
             # Keep at most about two batches of masks waiting to be written.
-            while len(in_flight) > 2 * batch_size:
-                in_flight.pop(0).result()
-                written[0] += 1
+            for write in writes[: max(0, len(writes) - 2 * batch_size)]:
+                write.result()
             if on_progress is not None:
-                on_progress(written[0], time.perf_counter() - start)
+                on_progress(sum(w.done() for w in writes), time.perf_counter() - start)
 
         timings: dict[str, float] = {}
         segment_images(
@@ -486,12 +469,11 @@ def segment_files(
             loader_processes=loader_processes,
         )
         drain = time.perf_counter()
-        for future in in_flight:
-            future.result()
-            written[0] += 1
+        for write in writes:
+            write.result()
         drain = time.perf_counter() - drain
     return SegmentRun(
-        masks=written[0],
+        masks=len(writes),
         seconds=time.perf_counter() - start,
         first_batch_seconds=first[0],
         input_wait_seconds=timings.get("input_wait", 0.0),
