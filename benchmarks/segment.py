@@ -23,7 +23,8 @@ loads the checkpoint (written in the published format), prepares the model, segm
 bf16 with its fp32 comparison on 8 faces). Variants: ``eager``, ``cold`` (compiled, empty
 inductor cache) and ``warm`` (compiled again in a new process with the cache the cold step
 left); a ``-device`` suffix resizes on the GPU instead of with PIL on the loaders, a
-``-threads`` suffix decodes on threads instead of loader processes.
+``-threads`` suffix decodes on threads instead of loader processes, a ``-fp32`` suffix runs
+the step in strict fp32 (what ``precision auto`` falls back to) without the comparison.
 Reports wall time per step from process start, where the step's time went (waiting for
 decoded faces, the model, waiting for mask writes), images per second, and the masks'
 agreement with the first step's.
@@ -285,14 +286,16 @@ def chunk(args: argparse.Namespace) -> dict:
         command = [sys.executable, __file__, "step", "--variant", variant, "--device", str(device)]
         command += ["--weights", str(weights), "--faces", str(face_dir), "--masks", str(masks)]
         command += ["--cache", str(cache), "--resolution", str(args.resolution)]
-        command += ["--batch-size", str(args.batch_size), "--precision", args.precision]
+        precision = "fp32" if variant.endswith("-fp32") else args.precision
+        command += ["--batch-size", str(args.batch_size), "--precision", precision]
         t = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t
         if proc.returncode:
             print(proc.stdout, proc.stderr, sep="\n")
             raise SystemExit(f"step {variant} failed with exit code {proc.returncode}")
-        row = {"variant": variant, "wall_s": wall, **json.loads(proc.stdout.splitlines()[-1])}
+        row = {"variant": variant, "precision": precision, "wall_s": wall}
+        row.update(json.loads(proc.stdout.splitlines()[-1]))
         row["img_s_wall"] = args.images / wall
         written = np.stack([np.asarray(PIL.Image.open(p)) for p in sorted(masks.glob("*.png"))])
         if reference is None:
@@ -301,19 +304,17 @@ def chunk(args: argparse.Namespace) -> dict:
         result["steps"].append(row)
         print(json.dumps(row), flush=True)
     print()
+    print(f"{args.images} faces at {args.resolution}, batch {args.batch_size}, {result['device']}")
     print(
-        f"{args.images} faces at {args.resolution}, batch {args.batch_size}, {args.precision}, "
-        f"{result['device']}"
+        "| step | precision | wall s | load s | fp32 check s | first batch s | input wait s "
+        "| model s | write wait s | img/s (wall) | agreement |"
     )
-    print(
-        "| step | wall s | load s | fp32 check s | first batch s | input wait s | model s "
-        "| write wait s | img/s (wall) | agreement |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["steps"]:
         print(
-            f"| {r['variant']} | {r['wall_s']:.1f} | {r['load_s']:.1f} | {r['fidelity_s']:.1f} "
-            f"| {r['first_batch_s']:.1f} | {r['input_wait_s']:.1f} | {r['model_s']:.1f} "
+            f"| {r['variant']} | {r['precision']} | {r['wall_s']:.1f} | {r['load_s']:.1f} "
+            f"| {r['fidelity_s']:.1f} | {r['first_batch_s']:.1f} | {r['input_wait_s']:.1f} "
+            f"| {r['model_s']:.1f} "
             f"| {r['write_wait_s']:.1f} | {r['img_s_wall']:.1f} "
             f"| {r['agreement_with_first'] * 100:.2f}% |"
         )
