@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One prepared run on a CUDA machine, in order of what it settles: the GPU tests, the chunk step
-# as Dagster runs it (fresh process; bf16 with its fp32 comparison on loader processes and on
-# loader threads, then strict fp32), then in-memory throughput against the published loop.
-# At most 7 minutes: each stage has its own timeout.
+# One prepared run on a CUDA machine, in order of what it settles: the GPU tests, then the
+# chunk step as Dagster runs it (a fresh process per step): the asset's defaults (bf16 with its
+# fp32 comparison, loader threads), strict fp32, loader processes, compiled with an empty and
+# with a warm inductor cache, and fp32 with cuDNN's algorithm search. With THROUGHPUT=1 also the
+# in-memory throughput against the published loop. Each stage has its own timeout: at most
+# 7 minutes, 9 with THROUGHPUT=1. PYTEST_K selects GPU tests (e.g. "not compiled": 1 minute less).
 # Needs python3 with torch, numpy, pillow, scipy, pyarrow, requests and pytest; Dagster is
 # not needed. Writes logs and JSON to $OUT (default /tmp/gpu_check).
 # Usage: bash benchmarks/gpu_check.sh [images-per-chunk] [resolution]
@@ -17,16 +19,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
   --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
 torch.cuda.get_device_properties(0))" | tee -a "$OUT/gpu.txt"
-FFHQ_TEST_COMPILE_CACHE="$WORK/inductor-tests" timeout 150 python3 -m pytest -c /dev/null \
-  --rootdir . -p no:cacheprovider -m gpu -q -rs --durations=0 \
+FFHQ_TEST_COMPILE_CACHE="$WORK/inductor-tests" timeout 110 python3 -m pytest -c /dev/null \
+  --rootdir . -p no:cacheprovider -m gpu -k "${PYTEST_K:-}" -q -rs --durations=0 \
   ffhq_aging_assets_tests/test_lib_segment.py 2>&1 | grep -v '^DEBUG' | tee "$OUT/pytest.log"
-timeout 150 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
-  --resolution "$RES" --batch-size 64 --variants eager,eager-threads,eager-fp32 \
+timeout 300 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
+  --resolution "$RES" --batch-size 64 \
+  --variants eager,eager-fp32,eager-procs,cold,warm,warm-threads,eager-fp32-search \
   --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
-timeout 120 python3 benchmarks/segment.py throughput --device cuda --images 512 \
-  --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
-  --variants eager-bf16:64,eager-fp32:64,compiled-bf16:64 \
-  --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
+if [ "${THROUGHPUT:-0}" = 1 ]; then
+  timeout 120 python3 benchmarks/segment.py throughput --device cuda --images 512 \
+    --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
+    --variants eager-bf16:64,eager-fp32:64,compiled-bf16:64 \
+    --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
+fi
 echo "=== summary ==="
 tail -n 8 "$OUT/pytest.log"
-grep -h '^|\|faces at\|published model vs' "$OUT/chunk.log" "$OUT/throughput.log"
+grep -h '^|\|faces at\|published model vs' "$OUT"/chunk.log "$OUT"/throughput.log 2>/dev/null

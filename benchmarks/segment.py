@@ -22,9 +22,11 @@ loads the checkpoint (written in the published format), prepares the model, segm
 ``--images`` face PNGs from disk and writes their masks, as ``segmentation_masks`` does (in
 bf16 with its fp32 comparison on 8 faces). Variants: ``eager``, ``cold`` (compiled, empty
 inductor cache) and ``warm`` (compiled again in a new process with the cache the cold step
-left); a ``-device`` suffix resizes on the GPU instead of with PIL on the loaders, a
-``-threads`` suffix decodes on threads instead of loader processes, a ``-fp32`` suffix runs
-the step in strict fp32 (what ``precision auto`` falls back to) without the comparison.
+left), each with optional ``-`` flags: ``device`` resizes on the GPU instead of with PIL on the
+loaders; ``threads`` or ``procs`` picks loader threads or processes (default: as the asset
+does, processes for a compiled model, else threads); ``fp32`` runs the step in strict fp32
+(what ``precision auto`` falls back to) without the comparison; ``search`` or ``nosearch``
+forces cuDNN's algorithm search on or off (default: on in bf16 only).
 Reports wall time per step from process start, where the step's time went (waiting for
 decoded faces, the model, waiting for mask writes), images per second, and the masks'
 agreement with the first step's.
@@ -205,7 +207,14 @@ def step(args: argparse.Namespace) -> None:
     """One chunk step in this fresh process: load, prepare, segment, write masks."""
     device = resolve_device(args.device)
     t = time.perf_counter()
-    compiled = not args.variant.startswith("eager")
+    mode, *flags = args.variant.split("-")
+    unknown = set(flags) - {"device", "threads", "procs", "fp32", "search", "nosearch"}
+    if mode not in ("eager", "cold", "warm") or unknown:
+        raise SystemExit(f"variant {args.variant!r}: unknown mode or flags {sorted(unknown)}")
+    compiled = mode != "eager"
+    # Without a flag, the loaders the asset uses: processes for a compiled model, else threads.
+    processes = "procs" in flags or (compiled and "threads" not in flags)
+    search = True if "search" in flags else False if "nosearch" in flags else None
     model = prepare_model(
         load_deeplab(Path(args.weights)), device, compile=compiled, cache_dir=Path(args.cache)
     )
@@ -227,8 +236,9 @@ def step(args: argparse.Namespace) -> None:
         device,
         args.batch_size,
         precision=args.precision,
-        resize="device" if args.variant.endswith("-device") else "host",
-        loader_processes=0 if args.variant.endswith("-threads") else -1,
+        resize="device" if "device" in flags else "host",
+        loader_processes=-1 if processes else 0,
+        search=search,
     )
     row = {
         "load_s": load,
@@ -286,7 +296,7 @@ def chunk(args: argparse.Namespace) -> dict:
         command = [sys.executable, __file__, "step", "--variant", variant, "--device", str(device)]
         command += ["--weights", str(weights), "--faces", str(face_dir), "--masks", str(masks)]
         command += ["--cache", str(cache), "--resolution", str(args.resolution)]
-        precision = "fp32" if variant.endswith("-fp32") else args.precision
+        precision = "fp32" if "fp32" in variant.split("-") else args.precision
         command += ["--batch-size", str(args.batch_size), "--precision", precision]
         t = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, check=False)

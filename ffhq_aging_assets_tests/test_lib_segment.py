@@ -21,6 +21,7 @@ from ffhq_aging_assets.lib.segment import (
     prepare_model,
     published_input,
     published_loop,
+    search_pays,
     segment_files,
     segment_images,
 )
@@ -282,3 +283,31 @@ def test_precision_record_remembers_bf16_masks() -> None:
     assert precision_record(first, "fp32", None, 0) == first  # the bf16 masks are still there
     assert precision_record(first, "bf16", 0.9991, 8)["agreement"] == 0.998  # lowest kept
     assert precision_record(first, "bf16", None, 0)["agreement"] == 0.998
+
+
+def test_cudnn_search_follows_the_precision_and_is_restored(seeded_model) -> None:
+    # The CPU twin of the CUDA policy: the flag cuDNN reads is set for the loop, then restored.
+    assert search_pays("bf16") and not search_pays("fp32")
+    model = prepare_model(copy.deepcopy(seeded_model), torch.device("cpu"))
+    faces = list(np.load(DATA / "seg_images.npy")[:1])
+    before = torch.backends.cudnn.benchmark
+    for precision, search, expected in [
+        ("bf16", None, True),
+        ("fp32", None, False),
+        ("fp32", True, True),
+        ("bf16", False, False),
+    ]:
+        seen: list[bool] = []
+        segment_images(
+            model,
+            faces,
+            64,
+            "cpu",
+            1,
+            prepared=True,
+            precision=precision,
+            search=search,
+            on_batch=lambda *_, seen=seen: seen.append(torch.backends.cudnn.benchmark),
+        )
+        assert seen == [expected], (precision, search)
+        assert torch.backends.cudnn.benchmark == before

@@ -61,17 +61,36 @@ def prepare_model(
 ) -> nn.Module:
     """Fold weight standardisation into the weights, move to ``device``, eval mode.
 
-    On CUDA also channels-last, the layout its convolution kernels prefer, with cuDNN choosing
-    its fastest algorithm for the (fixed) batch shape. ``compile`` wraps the result in
-    :func:`compile_model`; compilation itself happens on the first batch.
+    On CUDA also channels-last, the layout its convolution kernels prefer. ``compile`` wraps
+    the result in :func:`compile_model`; compilation itself happens on the first batch.
     """
     model = fold_weight_standardization(model).eval().to(device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
     if compile:
         model = compile_model(model, cache_dir)
     return model
+
+
+@contextlib.contextmanager
+def cudnn_search(on: bool) -> Iterator[None]:
+    """Switch cuDNN's algorithm search (``cudnn.benchmark``) on or off inside the block."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def search_pays(precision: str) -> bool:
+    """Whether cuDNN's algorithm search pays for itself within a chunk, by precision.
+
+    Measured on an H200 (docs/benchmarks.md): in bf16 the search costs well under a second;
+    in strict fp32 it took 34-42 s on the first batch of a chunk, far more than a
+    1,000-face chunk can win back.
+    """
+    return precision == "bf16"
 
 
 @contextlib.contextmanager
@@ -253,7 +272,7 @@ def _process_batches(
     pin: bool = True,
     pad: bool = True,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Loader processes decode (and resize) whole batches of face files (CUDA's default).
+    """Loader processes decode (and resize) whole batches of face files.
 
     Decoding in threads would share the interpreter lock with the thread that launches the
     model's kernels and starve it; processes do not. Batches come back through shared memory,
@@ -279,7 +298,7 @@ def _process_batches(
 
 
 def default_loader_processes() -> int:
-    """Loader processes on CUDA: one per core but one (for the model's thread), 1 to 16."""
+    """Loader processes for ``-1``: one per core but one (for the model's thread), 1 to 16."""
     return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
@@ -321,7 +340,8 @@ def segment_images(
     timings: dict[str, float] | None = None,
     precision: str = "bf16",
     resize: str = "host",
-    loader_processes: int = -1,
+    loader_processes: int = 0,
+    search: bool | None = None,
 ) -> np.ndarray:
     """Class maps of RGB uint8 faces (arrays, or paths of PNGs) through the published pipeline.
 
@@ -335,8 +355,12 @@ def segment_images(
         prepared: the model already went through :func:`prepare_model` for this device.
         loader_threads: threads decoding and resizing ahead of the model (0: one per core);
             on CUDA they serve faces given as arrays.
-        loader_processes: processes decoding face files ahead of the model; -1 (default): on
-            CUDA one per core but one, on the CPU none (threads); 0: threads everywhere.
+        loader_processes: processes decoding face files ahead of the model instead of
+            threads; -1: one per core but one; 0 (default): threads. Processes keep decoding
+            off the interpreter lock the model's thread needs, but each costs a spawn (about
+            6 s before the first batch on an H200 host): they pay off for a compiled model or
+            chunks of many thousands of faces, not for the eager model on 1,000.
+        search: on CUDA, cuDNN's algorithm search for this call; None: :func:`search_pays`.
         on_batch: called with each batch's indices and masks as soon as they exist.
         precision: on CUDA, ``bf16`` (autocast) or ``fp32`` (strict, the published numerics).
         resize: on CUDA, ``host`` (PIL on the loader threads: the published arithmetic, and a
@@ -368,7 +392,7 @@ def segment_images(
         return published_input(face) if on_host else face
 
     files = all(isinstance(item, (str, Path)) for item in images)
-    if files and (loader_processes > 0 or (on_device and loader_processes < 0)):
+    if files and loader_processes:
         processes = loader_processes if loader_processes > 0 else default_loader_processes()
         processes = min(processes, -(-len(images) // batch_size))  # no idle workers to start
         paths = [Path(cast(Path, item)) for item in images]
@@ -379,15 +403,16 @@ def segment_images(
         batches = _thread_batches(images, load, batch_size, threads, pin=on_device, pad=on_device)
     spent = dict.fromkeys(("input_wait", "model", "on_batch"), 0.0)
     clock = time.perf_counter()
-    for indices, batch in batches:
-        clock = _lap(spent, "input_wait", clock)
-        masks = segment_batch(model, batch, resolution, dev, on_host, precision)
-        masks = masks[: len(indices)]
-        out[indices] = masks
-        clock = _lap(spent, "model", clock)
-        if on_batch is not None:
-            on_batch(indices, masks)
-        clock = _lap(spent, "on_batch", clock)
+    with cudnn_search(search_pays(precision) if search is None else search):
+        for indices, batch in batches:
+            clock = _lap(spent, "input_wait", clock)
+            masks = segment_batch(model, batch, resolution, dev, on_host, precision)
+            masks = masks[: len(indices)]
+            out[indices] = masks
+            clock = _lap(spent, "model", clock)
+            if on_batch is not None:
+                on_batch(indices, masks)
+            clock = _lap(spent, "on_batch", clock)
     if timings is not None:
         for key, value in spent.items():
             timings[key] = timings.get(key, 0.0) + value
@@ -423,7 +448,8 @@ def segment_files(
     on_progress: Callable[[int, float], None] | None = None,
     precision: str = "bf16",
     resize: str = "host",
-    loader_processes: int = -1,
+    loader_processes: int = 0,
+    search: bool | None = None,
 ) -> SegmentRun:
     """Segment face PNGs and write each class map to its mask path as soon as it exists.
 
@@ -467,6 +493,7 @@ def segment_files(
             precision=precision,
             resize=resize,
             loader_processes=loader_processes,
+            search=search,
         )
         drain = time.perf_counter()
         for write in writes:
@@ -498,14 +525,9 @@ def fidelity(
     faces = [_read_face(face) for face in faces]  # decoded once, for both passes
     fast = segment_images(model, faces, resolution, device, batch_size, prepared=True)
     eager = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
-    # A few faces once: cuDNN's algorithm search for fp32 would cost more than it saves.
-    searching, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
-    try:
-        exact = segment_images(
-            eager, faces, resolution, device, len(faces), prepared=True, precision="fp32"
-        )
-    finally:
-        torch.backends.cudnn.benchmark = searching
+    exact = segment_images(
+        eager, faces, resolution, device, len(faces), prepared=True, precision="fp32"
+    )
     return float((fast == exact).mean())
 
 
