@@ -23,10 +23,10 @@ loads the checkpoint (written in the published format), prepares the model, segm
 bf16 with its fp32 comparison on 8 faces). Variants: ``eager``, ``cold`` (compiled, empty
 inductor cache) and ``warm`` (compiled again in a new process with the cache the cold step
 left), each with optional ``-`` flags: ``device`` resizes on the GPU instead of with PIL on the
-loaders; ``threads`` or ``procs`` picks loader threads or processes (default: as the asset
-does, processes for a compiled model, else threads); ``fp32`` runs the step in strict fp32
-(what ``precision auto`` falls back to) without the comparison; ``search`` or ``nosearch``
-forces cuDNN's algorithm search on or off (default: on in bf16 only).
+loaders; ``procs`` decodes in loader processes instead of threads (``threads``, the
+default); ``fp32`` runs the step in strict fp32 (what ``precision auto`` falls back to)
+without the comparison; ``search`` or ``nosearch`` forces cuDNN's algorithm search on or off
+(default: on in bf16 only).
 Reports wall time per step from process start, where the step's time went (waiting for
 decoded faces, the model, waiting for mask writes), images per second, and the masks'
 agreement with the first step's.
@@ -212,8 +212,7 @@ def step(args: argparse.Namespace) -> None:
     if mode not in ("eager", "cold", "warm") or unknown:
         raise SystemExit(f"variant {args.variant!r}: unknown mode or flags {sorted(unknown)}")
     compiled = mode != "eager"
-    # Without a flag, the loaders the asset uses: processes for a compiled model, else threads.
-    processes = "procs" in flags or (compiled and "threads" not in flags)
+    processes = "procs" in flags
     search = True if "search" in flags else False if "nosearch" in flags else None
     model = prepare_model(
         load_deeplab(Path(args.weights)), device, compile=compiled, cache_dir=Path(args.cache)

@@ -106,8 +106,8 @@ def segmentation_masks(
     DeepLabV3 (ResNet-101, GroupNorm, weight standardisation) through the published
     preprocessing. The checkpoint is fetched once and verified; the model loads once per step,
     on CUDA when present (bf16 or strict fp32, channels-last, batched, faces decoded on loader
-    threads; optionally compiled, its kernels cached under the root, with loader processes) or
-    on the CPU (fp32, batched, every core). In bf16 a sample of faces is also segmented in
+    threads, optionally compiled with its kernels cached under the root) or on the CPU (fp32,
+    batched, every core). In bf16 a sample of faces is also segmented in
     fp32 and the agreement picks the precision (auto) and gates the chunk. Valid existing masks
     are kept. Also writes each mask's class fractions to a table. Runs in the ``gpu`` pool: one
     chunk at a time per GPU.
@@ -190,9 +190,6 @@ def segmentation_masks(
             batch,
             on_progress=progress,
             precision=precision,
-            # A compiled model outpaces loader threads sharing its interpreter lock; for the
-            # eager model a process's spawn costs more than it wins back in one chunk.
-            loader_processes=-1 if compiled else 0,
         )
     seconds = time.perf_counter() - start
 

@@ -357,9 +357,10 @@ def segment_images(
             on CUDA they serve faces given as arrays.
         loader_processes: processes decoding face files ahead of the model instead of
             threads; -1: one per core but one; 0 (default): threads. Processes keep decoding
-            off the interpreter lock the model's thread needs, but each costs a spawn (about
-            6 s before the first batch on an H200 host): they pay off for a compiled model or
-            chunks of many thousands of faces, not for the eager model on 1,000.
+            off the interpreter lock the model's thread needs and feed an H200 faster once
+            running (about 180 against 125 faces/s), but starting them delays the first batch
+            by 6-8 s: on a 1,000-face chunk threads finished first, eager or compiled
+            (docs/benchmarks.md). For runs of many thousands of faces in one process.
         search: on CUDA, cuDNN's algorithm search for this call; None: :func:`search_pays`.
         on_batch: called with each batch's indices and masks as soon as they exist.
         precision: on CUDA, ``bf16`` (autocast) or ``fp32`` (strict, the published numerics).
