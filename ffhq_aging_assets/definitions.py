@@ -7,6 +7,7 @@ import dagster as dg
 
 from ffhq_aging_assets.assets import alignment, images, labels, metadata, products, segmentation
 from ffhq_aging_assets.automation import nightly_backfill
+from ffhq_aging_assets.executors import executor_from_env
 from ffhq_aging_assets.jobs import JOBS
 from ffhq_aging_assets.resources import (
     DatasetResource,
@@ -33,7 +34,7 @@ defs = dg.Definitions(
         "deeplab_weights": DeepLabWeights(),
         "labels_location": LabelsLocation(),
     },
-    executor=dg.multiprocess_executor,
+    executor=executor_from_env(),
 )
 
 

@@ -11,8 +11,10 @@ from ffhq_aging_assets.cli import build_parser, run_config
 from ffhq_aging_assets_tests.conftest import SyntheticFFHQ, serve_synthetic
 
 
-def cli(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+def cli(
+    args: list[str], cwd: Path, home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(home)}
     return subprocess.run(
         [sys.executable, "-m", "ffhq_aging_assets", *args],
         cwd=cwd,
