@@ -2,6 +2,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,21 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     server.wait(timeout=20)
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server (the binaries the pgserver wheel ships) on a Unix socket."""
+    import pgserver
+
+    # A short folder: the socket's path must fit in 107 bytes.
+    with tempfile.TemporaryDirectory(prefix="pg") as folder:
+        server = pgserver.get_server(folder, cleanup_mode="stop")
+        try:
+            # With the driver deploy/dagster.yaml asks for.
+            yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
+        finally:
+            server.cleanup()
+
+
 def test_executor_is_chosen_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FFHQ_EXECUTOR", raising=False)
     assert executor_from_env() is dg.multiprocess_executor
@@ -70,11 +86,20 @@ def test_workers_and_runs_share_the_celery_settings() -> None:
 
 @pytest.mark.slow
 def test_chunk_runs_on_celery_workers_with_segmentation_on_the_gpu_queue(
-    drive, redis_url: str, tmp_path: Path, dagster_home: Path, seeded_checkpoint: Path
+    drive,
+    redis_url: str,
+    postgres_url: str,
+    tmp_path: Path,
+    dagster_home: Path,
+    seeded_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The cluster set-up of the README on one machine: Redis, PostgreSQL, two workers."""
     served_dir = tmp_path / "served"
     served_dir.mkdir()
     served = serve_synthetic(drive, served_dir, count=1000, photos=range(4))
+    (dagster_home / "dagster.yaml").write_text((PROJECT / "deploy/dagster.yaml").read_text())
+    monkeypatch.setenv("FFHQ_POSTGRES_URL", postgres_url)
     # Storage is created once, before workers and runs open it at the same moment.
     dg.DagsterInstance.from_config(str(dagster_home)).get_runs()
     env = {
@@ -118,6 +143,8 @@ def test_chunk_runs_on_celery_workers_with_segmentation_on_the_gpu_queue(
 
     # Every step ran in a worker: segmentation on the gpu queue's, the rest on the others.
     instance = dg.DagsterInstance.from_config(str(dagster_home))
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert len(instance.get_runs()) == 3  # shared inputs, the chunk, the products
     ran_on: dict[str, set[str]] = {}
     for run in instance.get_runs():
         for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
