@@ -1,4 +1,6 @@
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -84,20 +86,56 @@ def test_workers_and_runs_share_the_celery_settings() -> None:
     assert settings["broker"] == {"env": "FFHQ_CELERY_BROKER"}
 
 
-@pytest.mark.slow
-def test_chunk_runs_on_celery_workers_with_segmentation_on_the_gpu_queue(
-    drive,
+class Cluster:
+    """The README's cluster on one machine: its environment, and Celery workers started in it.
+
+    Each worker is started through ``dagster-celery worker start`` (which runs ``celery`` as a
+    child) in a session of its own, so that stopping it stops that child too.
+    """
+
+    def __init__(self, folder: Path, env: dict[str, str], settings: Path) -> None:
+        self.folder, self.env, self.settings = folder, env, settings
+        self.workers: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, queue: str) -> None:
+        command = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app"]
+        command += ["-y", str(self.settings), "-l", "INFO", "-q", queue, "-n", name]
+        with (self.folder / f"worker-{name}.log").open("w") as log:
+            self.workers[name] = subprocess.Popen(
+                command + ["--", "-P", "solo"],
+                cwd=self.folder,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        worker = self.workers.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, sig)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.folder.glob("worker-*.log")))
+
+    def close(self) -> None:
+        for name in list(self.workers):
+            self.stop(name)
+
+
+@pytest.fixture
+def cluster(
     redis_url: str,
     postgres_url: str,
     tmp_path: Path,
     dagster_home: Path,
-    seeded_checkpoint: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The cluster set-up of the README on one machine: Redis, PostgreSQL, two workers."""
-    served_dir = tmp_path / "served"
-    served_dir.mkdir()
-    served = serve_synthetic(drive, served_dir, count=1000, photos=range(4))
+) -> Iterator[Cluster]:
     (dagster_home / "dagster.yaml").write_text((PROJECT / "deploy/dagster.yaml").read_text())
     monkeypatch.setenv("FFHQ_POSTGRES_URL", postgres_url)
     # Storage is created once, before workers and runs open it at the same moment.
@@ -109,42 +147,19 @@ def test_chunk_runs_on_celery_workers_with_segmentation_on_the_gpu_queue(
         "FFHQ_EXECUTOR": "celery",
         "FFHQ_CELERY_BROKER": redis_url,
     }
-    start = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app"]
-    start += ["-y", str(PROJECT / "deploy/celery.yaml"), "-l", "INFO"]
-    logs = {name: (tmp_path / f"worker-{name}.log").open("w") for name in ("cpu", "gpu")}
-    workers = [
-        subprocess.Popen(
-            start + ["-q", "dagster", "-n", "cpu", "--", "-P", "solo"],
-            cwd=tmp_path,
-            env=env,
-            stdout=logs["cpu"],
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            start + ["-q", "gpu", "-n", "gpu", "--", "-P", "solo"],
-            cwd=tmp_path,
-            env=env,
-            stdout=logs["gpu"],
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    try:
-        args = ["build", "--partitions", "00000", "--limit", "4", "--root", "out"]
-        args += ["--weights", str(seeded_checkpoint), "--device", "cpu"]
-        done = cli(args + source_args(served), tmp_path, dagster_home, env)
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=60)
-    worker_logs = {name: (tmp_path / f"worker-{name}.log").read_text() for name in logs}
-    assert done.returncode == 0, done.stdout + done.stderr + "\n".join(worker_logs.values())
-    assert "chunk 00000: ok" in done.stdout and "15/15 checks passed" in done.stdout
+    running = Cluster(tmp_path, env, PROJECT / "deploy/celery.yaml")
+    yield running
+    running.close()
 
-    # Every step ran in a worker: segmentation on the gpu queue's, the rest on the others.
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
-    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    assert len(instance.get_runs()) == 3  # shared inputs, the chunk, the products
+
+def build_args(served, checkpoint: Path, limit: int) -> list[str]:
+    args = ["build", "--partitions", "00000", "--limit", str(limit), "--root", "out"]
+    return args + ["--weights", str(checkpoint), "--device", "cpu"] + source_args(served)
+
+
+def workers_by_step(home: Path) -> dict[str, set[str]]:
+    """The Celery workers (names before the @) that executed each step, over every run."""
+    instance = dg.DagsterInstance.from_config(str(home))
     ran_on: dict[str, set[str]] = {}
     for run in instance.get_runs():
         for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
@@ -153,8 +168,74 @@ def test_chunk_runs_on_celery_workers_with_segmentation_on_the_gpu_queue(
             if "Celery worker" in metadata:
                 worker = metadata["Celery worker"].value.split("@")[0]
                 ran_on.setdefault(event.step_key, set()).add(worker)
+    return ran_on
+
+
+@pytest.mark.slow
+def test_chunk_runs_on_celery_workers_with_segmentation_on_the_gpu_queue(
+    drive, cluster: Cluster, tmp_path: Path, dagster_home: Path, seeded_checkpoint: Path
+) -> None:
+    served_dir = tmp_path / "served"
+    served_dir.mkdir()
+    served = serve_synthetic(drive, served_dir, count=1000, photos=range(4))
+    cluster.start("cpu", "dagster")
+    cluster.start("gpu", "gpu")
+    done = cli(build_args(served, seeded_checkpoint, 4), tmp_path, dagster_home, cluster.env)
+    cluster.close()
+    assert done.returncode == 0, done.stdout + done.stderr + cluster.logs()
+    assert "chunk 00000: ok" in done.stdout and "15/15 checks passed" in done.stdout
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert len(instance.get_runs()) == 3  # shared inputs, the chunk, the products
+    # Every step ran in a worker: segmentation on the gpu queue's, the rest on the other.
+    ran_on = workers_by_step(dagster_home)
     assert ran_on["segmentation_masks"] == {"gpu"}
     for step in ("ffhq_metadata_json", "image_metadata", "aligned_images", "labels_table"):
         assert ran_on[step] == {"cpu"}, ran_on
     masks = sorted((tmp_path / "out/ffhq_aging256x256/00000/parsings").glob("*.png"))
     assert [m.name for m in masks] == [f"{n:05d}.png" for n in range(4)]
+
+
+@pytest.mark.slow
+def test_a_gpu_worker_killed_mid_step_hands_the_step_to_another(
+    drive, cluster: Cluster, tmp_path: Path, dagster_home: Path, seeded_checkpoint: Path
+) -> None:
+    # The deployed settings with a visibility timeout of seconds instead of 12 hours.
+    settings = yaml.safe_load(cluster.settings.read_text())
+    settings["execution"]["config"]["config_source"]["broker_transport_options"] = {
+        "visibility_timeout": 3
+    }
+    cluster.settings = tmp_path / "celery.yaml"
+    cluster.settings.write_text(yaml.safe_dump(settings))
+    served_dir = tmp_path / "served"
+    served_dir.mkdir()
+    served = serve_synthetic(drive, served_dir, count=1000, photos=range(8))
+    cluster.start("cpu", "dagster")
+    cluster.start("gpu1", "gpu")
+    env = {**cluster.env}
+    build = subprocess.Popen(
+        [sys.executable, "-m", "ffhq_aging_assets", *build_args(served, seeded_checkpoint, 8)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while "segmentation_masks" not in workers_by_step(dagster_home):
+            assert build.poll() is None and time.monotonic() < deadline, cluster.logs()
+            time.sleep(0.2)
+        cluster.stop("gpu1", signal.SIGKILL)  # mid-step: the model is loading or segmenting
+        cluster.start("gpu2", "gpu")
+        out, _ = build.communicate(timeout=150)
+    finally:
+        if build.poll() is None:
+            build.kill()
+        cluster.close()
+    assert build.returncode == 0, out + cluster.logs()
+    assert "chunk 00000: ok" in out and "15/15 checks passed" in out
+    assert workers_by_step(dagster_home)["segmentation_masks"] == {"gpu1", "gpu2"}
+    masks = sorted((tmp_path / "out/ffhq_aging256x256/00000/parsings").glob("*.png"))
+    assert [m.name for m in masks] == [f"{n:05d}.png" for n in range(8)]
