@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine, in order of what it settles: the GPU tests, then the
 # chunk step as Dagster runs it (a fresh process per step): the asset's defaults (bf16 with its
-# fp32 comparison, loader threads), strict fp32, loader processes, compiled with an empty and
-# with a warm inductor cache, and fp32 with cuDNN's algorithm search. With THROUGHPUT=1 also the
-# in-memory throughput against the published loop. Each stage has its own timeout: at most
-# 8.5 minutes, 10.5 with THROUGHPUT=1 (making the 1,000 test faces takes over a minute).
+# fp32 comparison, loader threads), strict fp32 in channels-last and in the default layout
+# (NCHW), each without and with cuDNN's algorithm search, compiled with an empty and with a
+# warm inductor cache. With THROUGHPUT=1 also the in-memory throughput against the published
+# loop. Each stage has its own timeout: at most 9 minutes, 11 with THROUGHPUT=1 (making the
+# 1,000 test faces takes about a minute).
 # PYTEST_K selects GPU tests ("not compiled" saves about a minute).
 # Needs python3 with torch, numpy, pillow, scipy, pyarrow, requests and pytest; Dagster is
 # not needed. Writes logs and JSON to $OUT (default /tmp/gpu_check).
@@ -23,9 +24,9 @@ torch.cuda.get_device_properties(0))" | tee -a "$OUT/gpu.txt"
 FFHQ_TEST_COMPILE_CACHE="$WORK/inductor-tests" timeout 110 python3 -m pytest -c /dev/null \
   --rootdir . -p no:cacheprovider -m gpu -k "${PYTEST_K:-}" -q -rs --durations=0 \
   ffhq_aging_assets_tests/test_lib_segment.py 2>&1 | grep -v '^DEBUG' | tee "$OUT/pytest.log"
-timeout 380 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
+timeout 420 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
   --resolution "$RES" --batch-size 64 \
-  --variants eager,eager-fp32,eager-procs,cold,warm,warm-procs,eager-fp32-search \
+  --variants eager,eager-fp32,eager-fp32-nchw,eager-fp32-nchw-search,cold,warm,eager-fp32-search \
   --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
 if [ "${THROUGHPUT:-0}" = 1 ]; then
   timeout 120 python3 benchmarks/segment.py throughput --device cuda --images 512 \

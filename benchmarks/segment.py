@@ -26,7 +26,7 @@ left), each with optional ``-`` flags: ``device`` resizes on the GPU instead of 
 loaders; ``procs`` decodes in loader processes instead of threads (``threads``, the
 default); ``fp32`` runs the step in strict fp32 (what ``precision auto`` falls back to)
 without the comparison; ``search`` or ``nosearch`` forces cuDNN's algorithm search on or off
-(default: on in bf16 only).
+(default: on in bf16 only); ``nchw`` keeps the model in the default layout, not channels-last.
 Reports wall time per step from process start, where the step's time went (waiting for
 decoded faces, the model, waiting for mask writes), images per second, and the masks'
 agreement with the first step's.
@@ -208,14 +208,18 @@ def step(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     t = time.perf_counter()
     mode, *flags = args.variant.split("-")
-    unknown = set(flags) - {"device", "threads", "procs", "fp32", "search", "nosearch"}
+    unknown = set(flags) - {"device", "threads", "procs", "fp32", "search", "nosearch", "nchw"}
     if mode not in ("eager", "cold", "warm") or unknown:
         raise SystemExit(f"variant {args.variant!r}: unknown mode or flags {sorted(unknown)}")
     compiled = mode != "eager"
     processes = "procs" in flags
     search = True if "search" in flags else False if "nosearch" in flags else None
     model = prepare_model(
-        load_deeplab(Path(args.weights)), device, compile=compiled, cache_dir=Path(args.cache)
+        load_deeplab(Path(args.weights)),
+        device,
+        compile=compiled,
+        cache_dir=Path(args.cache),
+        channels_last="nchw" not in flags,
     )
     sync(device)
     load = time.perf_counter() - t

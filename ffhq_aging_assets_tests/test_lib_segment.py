@@ -79,12 +79,15 @@ def test_nearest_indices_are_pils(out: int) -> None:
 
 
 @pytest.mark.gpu
-def test_gpu_fp32_path_matches_the_cpu(seeded_model) -> None:
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_gpu_fp32_path_matches_the_cpu(seeded_model, channels_last: bool) -> None:
     # Both paths resize with PIL and compute in IEEE fp32: only rounding differs. (bf16 cannot
     # be held to the fp32 masks with random weights: they amplify rounding ~10^4 times.)
     images = list(np.load(DATA / "seg_images.npy"))
     reference = np.load(DATA / "seg_masks_ref.npy")
-    gpu = segment_images(copy.deepcopy(seeded_model), images, 256, "cuda", precision="fp32")
+    device = torch.device("cuda")
+    model = prepare_model(copy.deepcopy(seeded_model), device, channels_last=channels_last)
+    gpu = segment_images(model, images, 256, device, 3, prepared=True, precision="fp32")
     assert (gpu == reference).mean() >= 0.99
 
 

@@ -58,14 +58,17 @@ def prepare_model(
     *,
     compile: bool = False,
     cache_dir: Path | None = None,
+    channels_last: bool = True,
 ) -> nn.Module:
     """Fold weight standardisation into the weights, move to ``device``, eval mode.
 
-    On CUDA also channels-last, the layout its convolution kernels prefer. ``compile`` wraps
-    the result in :func:`compile_model`; compilation itself happens on the first batch.
+    On CUDA also channels-last (unless ``channels_last`` is false), the layout the tensor-core
+    convolution kernels of bf16 prefer; :func:`forward` gives the input the model's layout.
+    ``compile`` wraps the result in :func:`compile_model`; compilation itself happens on the
+    first batch.
     """
     model = fold_weight_standardization(model).eval().to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:
         model = compile_model(model, cache_dir)
@@ -151,12 +154,17 @@ def device_input(batch: torch.Tensor) -> torch.Tensor:
 def forward(model: nn.Module, x: torch.Tensor, precision: str = "bf16") -> torch.Tensor:
     """The model's logits for normalised NCHW ``x``, computed as the engine computes them.
 
-    On CUDA: channels-last, under bf16 autocast (``bf16``) or in strict fp32 (``fp32``, TF32
-    off for the call). The CPU always computes in fp32.
+    On CUDA: in the model's layout (channels-last unless prepared otherwise), under bf16
+    autocast (``bf16``) or in strict fp32 (``fp32``, TF32 off for the call). The CPU always
+    computes in fp32.
     """
     if x.device.type != "cuda":
         return model(x)
-    x = x.contiguous(memory_format=torch.channels_last)
+    weight = next(p for p in model.parameters() if p.dim() == 4)
+    if weight.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.contiguous()
     if precision == "bf16":
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return model(x)
