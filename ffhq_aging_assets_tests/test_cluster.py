@@ -213,11 +213,10 @@ def test_a_gpu_worker_killed_mid_step_hands_the_step_to_another(
     served = serve_synthetic(drive, served_dir, count=1000, photos=range(8))
     cluster.start("cpu", "dagster")
     cluster.start("gpu1", "gpu")
-    env = {**cluster.env}
     build = subprocess.Popen(
         [sys.executable, "-m", "ffhq_aging_assets", *build_args(served, seeded_checkpoint, 8)],
         cwd=tmp_path,
-        env=env,
+        env=cluster.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

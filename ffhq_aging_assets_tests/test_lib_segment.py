@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from ffhq_aging_assets.lib.deeplab import build_deeplab
-from ffhq_aging_assets.lib.masks import precision_record
+from ffhq_aging_assets.lib.masks import (
+    precision_record,
+    read_precision_record,
+    write_precision_record,
+)
 from ffhq_aging_assets.lib.segment import (
     _process_batches,
     _thread_batches,
@@ -286,6 +290,21 @@ def test_precision_record_remembers_bf16_masks() -> None:
     assert precision_record(first, "fp32", None, 0) == first  # the bf16 masks are still there
     assert precision_record(first, "bf16", 0.9991, 8)["agreement"] == 0.998  # lowest kept
     assert precision_record(first, "bf16", None, 0)["agreement"] == 0.998
+
+
+def test_precision_record_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "tables" / "mask_fidelity_256" / "00000.json"
+    assert read_precision_record(path) is None
+    record = {"precision": "bf16", "agreement": 0.998, "sampled": 8}
+    write_precision_record(path, record)
+    assert read_precision_record(path) == record
+    assert [p.name for p in path.parent.iterdir()] == ["00000.json"]  # no temporary left
+    write_precision_record(path, None)  # every mask fp32 again: no record
+    assert not path.exists()
+    for bad in (b"not json", b"[1, 2]", b'{"precision": "fp16"}'):
+        path.write_bytes(bad)
+        with pytest.raises(ValueError, match="00000.json: unreadable precision record"):
+            read_precision_record(path)
 
 
 def test_cudnn_search_follows_the_precision_and_is_restored(seeded_model) -> None:

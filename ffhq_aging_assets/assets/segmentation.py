@@ -6,7 +6,6 @@ spawned step imports the definitions, and only this one needs the model.
 
 import base64
 import io
-import json
 import os
 import time
 from pathlib import Path
@@ -20,7 +19,6 @@ from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers, image_name
-from ffhq_aging_assets.lib.files import atomic_write_bytes
 from ffhq_aging_assets.lib.images import is_valid_image
 from ffhq_aging_assets.lib.masks import (
     NUM_CLASSES,
@@ -30,6 +28,8 @@ from ffhq_aging_assets.lib.masks import (
     precision_record,
     preview_grid,
     read_mask,
+    read_precision_record,
+    write_precision_record,
 )
 from ffhq_aging_assets.lib.sources import fetch_shared
 from ffhq_aging_assets.lib.tables import write_table
@@ -107,10 +107,10 @@ def segmentation_masks(
     preprocessing. The checkpoint is fetched once and verified; the model loads once per step,
     on CUDA when present (bf16 or strict fp32, channels-last, batched, faces decoded on loader
     threads, optionally compiled with its kernels cached under the root) or on the CPU (fp32,
-    batched, every core). In bf16 a sample of faces is also segmented in
-    fp32 and the agreement picks the precision (auto) and gates the chunk. Valid existing masks
-    are kept. Also writes each mask's class fractions to a table. Runs in the ``gpu`` pool: one
-    chunk at a time per GPU.
+    batched, every core). In bf16 a sample of faces is also segmented in fp32 and the
+    agreement picks the precision (auto) and gates the chunk. Valid existing masks are kept.
+    Also writes each mask's class fractions to a table. Runs in the ``gpu`` pool: one chunk at
+    a time per GPU.
     """
     from ffhq_aging_assets.lib.deeplab import load_deeplab
     from ffhq_aging_assets.lib.segment import (
@@ -143,7 +143,10 @@ def segmentation_masks(
     precision = config.precision if device.type == "cuda" else "fp32"
     record_path = dataset.root_path / "tables" / f"mask_fidelity_{dataset.resolution}"
     record_path = record_path / f"{chunk}.json"
-    record = _read_record(record_path) if len(todo) < len(numbers) else None
+    try:
+        record = read_precision_record(record_path) if len(todo) < len(numbers) else None
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     start = time.perf_counter()
     run, prepared, measured = None, 0.0, None
     if todo:
@@ -169,11 +172,7 @@ def segmentation_masks(
             context.log.info(f"precision auto: {precision}")
         record = precision_record(record, precision, agreement, len(sample))
         # Written before any mask: a step that dies half-way leaves the truth about its masks.
-        if record is None:
-            record_path.unlink(missing_ok=True)
-        else:
-            record_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(record_path, json.dumps(record).encode())
+        write_precision_record(record_path, record)
         prepared = time.perf_counter() - start
 
         def progress(written: int, elapsed: float) -> None:
@@ -255,19 +254,3 @@ def segmentation_masks(
         },
         check_results=checks,
     )
-
-
-def _read_record(path: Path) -> dict | None:
-    """The chunk's precision record; None where every mask so far is fp32 (no record)."""
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        if record.get("precision") not in ("bf16", "fp32"):
-            raise ValueError(f"precision {record.get('precision')!r}")
-        return record
-    except (ValueError, AttributeError) as exc:
-        raise dg.Failure(
-            f"{path}: unreadable precision record ({exc}); delete it together with the "
-            "chunk's parsings/ to recompute the masks"
-        ) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import PIL.Image
 import pyarrow as pa
 
 from ffhq_aging_assets.lib.colors import colorize, overlay
-from ffhq_aging_assets.lib.files import atomic_path
+from ffhq_aging_assets.lib.files import atomic_path, atomic_write_bytes
 
 CLASS_NAMES = (
     "background",
@@ -132,3 +133,31 @@ def precision_record(
         agreement = earlier if agreement is None else min(agreement, earlier)
         sampled = max(sampled, int(previous.get("sampled", 0)))
     return {"precision": "bf16", "agreement": agreement, "sampled": sampled}
+
+
+def read_precision_record(path: Path) -> dict | None:
+    """A chunk's precision record; None where there is none (every mask so far is fp32).
+
+    A file that is not such a record raises ``ValueError`` naming it.
+    """
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record.get("precision") not in ("bf16", "fp32"):
+            raise ValueError(f"precision {record.get('precision')!r}")
+        return record
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"{path}: unreadable precision record ({exc}); delete it together with the "
+            "chunk's parsings/ to recompute the masks"
+        ) from exc
+
+
+def write_precision_record(path: Path, record: dict | None) -> None:
+    """Store a chunk's precision record (temporary name, then rename); None removes it."""
+    if record is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(record).encode())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,8 +30,6 @@ from torch import nn
 from ffhq_aging_assets.lib.deeplab import fold_weight_standardization
 from ffhq_aging_assets.lib.gates import FIDELITY_BAR
 from ffhq_aging_assets.lib.masks import write_mask
-
-log = logging.getLogger(__name__)
 
 INPUT_SIZE = 513
 PRECISIONS = ("bf16", "fp32")
@@ -280,12 +277,13 @@ def _process_batches(
     pin: bool = True,
     pad: bool = True,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Loader processes decode (and resize) whole batches of face files.
+    """Loader processes decode (and resize) whole batches of face files (opt-in).
 
-    Decoding in threads would share the interpreter lock with the thread that launches the
-    model's kernels and starve it; processes do not. Batches come back through shared memory,
-    are pinned by the loader's own thread (``pin``), and with ``pad`` a short last batch repeats
-    its last face up to ``batch_size`` (the indices name only real items).
+    Decoding threads share the interpreter lock with the thread that launches the model's
+    kernels; processes do not, but take seconds to start (see ``segment_images``). Batches
+    come back through shared memory, are pinned by the loader's own thread (``pin``), and with
+    ``pad`` a short last batch repeats its last face up to ``batch_size`` (the indices name
+    only real items).
     """
     faces = _Faces(paths, resize)
     loader = torch.utils.data.DataLoader(
