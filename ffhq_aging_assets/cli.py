@@ -280,6 +280,7 @@ def build(args: argparse.Namespace) -> int:
 
     from ffhq_aging_assets.definitions import defs
     from ffhq_aging_assets.jobs import PRODUCTS, SHARED_INPUTS
+    from ffhq_aging_assets.runs import fail_dead_runs
 
     graph = defs.resolve_asset_graph()
     try:
@@ -295,6 +296,7 @@ def build(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     root = config["resources"]["dataset"]["config"]["root"]
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; root {root}")
+    fail_dead_runs(instance, print)
     resources_only = {"resources": config["resources"]}
 
     if shared and not _run_once(dg, instance, "shared_inputs", resources_only, shared):
@@ -315,8 +317,12 @@ def build(args: argparse.Namespace) -> int:
 
 
 def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: Set) -> bool:
+    from ffhq_aging_assets.runs import owner_tags
+
     job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", (job_name,))
-    result = dg.execute_job(job, instance, run_config=config, asset_selection=sorted(keys))
+    result = dg.execute_job(
+        job, instance, run_config=config, tags=owner_tags(), asset_selection=sorted(keys)
+    )
     if not result.success:
         print(f"{job_name} failed (run {result.run_id}):", *_failures(result), sep="\n  ")
         return False
@@ -325,17 +331,24 @@ def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: Set) ->
 
 
 def _run_chunks(dg: Any, instance: Any, config: dict, chunks: list[str], keys: Set) -> list[str]:
-    """One run per chunk, on after a failure; returns the chunks that failed."""
+    """One run per chunk, on after a failure; returns the chunks that failed.
+
+    Before each chunk, runs left by dead processes meanwhile are failed, so their pool slots
+    cannot hold this chunk's GPU step.
+    """
+    from ffhq_aging_assets.runs import fail_dead_runs, owner_tags
+
     job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", ("chunks",))
     failed: list[str] = []
     started = time.monotonic()
     for done, chunk in enumerate(chunks, start=1):
         t0 = time.monotonic()
+        fail_dead_runs(instance, print)
         result = dg.execute_job(
             job,
             instance,
             run_config=config,
-            tags={"dagster/partition": chunk},
+            tags={"dagster/partition": chunk, **owner_tags()},
             asset_selection=sorted(keys),
         )
         checks = result.get_asset_check_evaluations()
@@ -359,25 +372,38 @@ def _run_chunks(dg: Any, instance: Any, config: dict, chunks: list[str], keys: S
 
 
 def verify(args: argparse.Namespace) -> int:
-    """Check every file the manifest lists: present, same size and sha256."""
-    import json
-
+    """Check a copy against its manifest: 0 when it matches, 1 when not, 2 without a manifest."""
+    from ffhq_aging_assets.lib.manifest import ManifestError
     from ffhq_aging_assets.lib.manifest import verify as check
 
     root = Path(args.root).resolve()
     path = root / f"manifest_{args.resolution}.json"
     if not path.is_file():
-        print(f"no manifest at {path}: materialize dataset_manifest first")
+        print(
+            f"ffhq-aging verify: no manifest at {path}: materialize dataset_manifest first",
+            file=sys.stderr,
+        )
         return 2
-    result = check(root, json.loads(path.read_text()))
-    for rel in result.missing:
-        print(f"missing: {rel}")
-    for rel in result.changed:
-        print(f"changed: {rel}")
-    good = result.checked - len(result.missing) - len(result.changed)
+    try:
+        result = check(root, path, args.resolution)
+    except ManifestError as exc:
+        print(f"ffhq-aging verify: {exc}", file=sys.stderr)
+        return 2
+    for kind in ("missing", "changed", "unexpected", "unreadable"):
+        for rel in getattr(result, kind):
+            print(f"{kind}: {rel}")
+    for chunk, reason in result.excluded.items():
+        print(f"excluded: chunk {chunk} ({reason}); its files are not verified")
+    good = result.checked - len(result.missing) - len(result.changed) - len(result.unreadable)
     summary = f"{good} of {result.checked} files match {path.name}"
     if not result.ok:
-        summary += f"; {len(result.missing)} missing, {len(result.changed)} changed"
+        counts = {
+            kind: len(getattr(result, kind))
+            for kind in ("missing", "changed", "unexpected", "unreadable")
+        }
+        summary += "; " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    if result.excluded:
+        summary += f"; {len(result.excluded)} chunk(s) excluded"
     print(summary)
     return 0 if result.ok else 1
 

@@ -17,6 +17,7 @@ from ffhq_aging_assets.resources import (
     MetadataLocations,
     client_secrets_setting,
 )
+from ffhq_aging_assets.runs import dead_runs_sensor
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
@@ -26,7 +27,7 @@ defs = dg.Definitions(
         [metadata, alignment, images, segmentation, labels, products]
     ),
     jobs=JOBS,
-    sensors=[nightly_backfill],
+    sensors=[nightly_backfill, dead_runs_sensor],
     resources={
         "dataset": DatasetResource(),
         "metadata_locations": MetadataLocations(),

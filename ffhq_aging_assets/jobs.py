@@ -2,7 +2,10 @@
 
 import dagster as dg
 
-SHARED_INPUTS = dg.AssetSelection.assets("ffhq_metadata_json")
+# Unpartitioned inputs every chunk reads, fetched once by their own run before any chunk's.
+SHARED_INPUTS = dg.AssetSelection.assets(
+    "ffhq_metadata_json", "ffhq_aging_labels_csv", "deeplab_checkpoint"
+)
 PRODUCTS = dg.AssetSelection.groups("products")
 CHUNK_ASSETS = dg.AssetSelection.all() - SHARED_INPUTS - PRODUCTS
 STAGES = ("metadata", "alignment", "images", "segmentation", "labels")
@@ -16,7 +19,8 @@ everything_job = dg.define_asset_job(
 shared_inputs_job = dg.define_asset_job(
     "shared_inputs",
     selection=SHARED_INPUTS,
-    description="Fetch and verify the inputs every chunk shares (metadata JSON, LICENSE).",
+    description="Fetch and check the inputs every chunk shares (metadata JSON and LICENSE, "
+    "labels CSV, segmentation checkpoint).",
 )
 chunks_job = dg.define_asset_job(
     "chunks",

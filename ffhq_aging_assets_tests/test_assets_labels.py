@@ -1,9 +1,13 @@
+import json
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
-from ffhq_aging_assets.assets.labels import labels_table
+from ffhq_aging_assets.assets.alignment import alignments
+from ffhq_aging_assets.assets.images import aligned_images
+from ffhq_aging_assets.assets.labels import ffhq_aging_labels_csv, labels_table
 from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
 from ffhq_aging_assets.assets.products import (
     age_distribution,
@@ -11,99 +15,160 @@ from ffhq_aging_assets.assets.products import (
     ffhq_aging_labels,
     training_splits,
 )
-from ffhq_aging_assets.lib.manifest import verify
+from ffhq_aging_assets.assets.segmentation import deeplab_checkpoint, segmentation_masks
+from ffhq_aging_assets.cli import main
 from ffhq_aging_assets.resources import (
     DatasetResource,
+    DeepLabWeights,
     FileSourceResource,
     LabelsLocation,
     MetadataLocations,
 )
 from ffhq_aging_assets_tests.conftest import serve_synthetic
 
-CHUNK = [ffhq_metadata_json, image_metadata, labels_table]
+SHARED = [ffhq_metadata_json, ffhq_aging_labels_csv, deeplab_checkpoint]
+CHUNK = [image_metadata, alignments, aligned_images, segmentation_masks, labels_table]
 PRODUCTS = [ffhq_aging_labels, age_distribution, training_splits, dataset_manifest]
+LIMIT = 3
+CHUNKS = ("00000", "01000", "02000")
+CONFIG = dg.RunConfig(
+    ops={
+        "aligned_images": {"config": {"mode": "fast", "num_processes": 1}},
+        "segmentation_masks": {"config": {"device": "cpu", "batch_size": 3}},
+    }
+)
 
 
-def test_labels_two_chunks_and_products(drive, tmp_path: Path) -> None:
+def csv_with(folder: Path, edits: dict[int, tuple[int, str]], extra: list[str]) -> Path:
+    """The served labels CSV with fields replaced ({line: (field, value)}) and rows added."""
+    lines = (folder / "ffhq_aging_labels.csv").read_text().splitlines()
+    for line, (field, value) in edits.items():
+        fields = lines[line - 1].split(",")
+        fields[field] = value
+        lines[line - 1] = ",".join(fields)
+    path = folder / "edited_labels.csv"
+    path.write_text("\n".join(lines + extra) + "\n")
+    return path
+
+
+def world(drive, tmp_path: Path, checkpoint: Path, labels: Path | None = None):
     folder = tmp_path / "served"
-    folder.mkdir()
-    served = serve_synthetic(drive, folder, count=1100)
+    folder.mkdir(exist_ok=True)
+    photos = [n for c in CHUNKS for n in range(int(c), int(c) + LIMIT)]
+    served = serve_synthetic(drive, folder, count=2100, photos=photos)
     root = tmp_path / "root"
     resources = {
-        "dataset": DatasetResource(root=str(root), limit=10),
+        "dataset": DatasetResource(root=str(root), limit=LIMIT, resolution=64),
         "metadata_locations": MetadataLocations(**served.locations()),
         "file_source": FileSourceResource(num_attempts=2, backoff=0.01),
-        "labels_location": LabelsLocation(url=served.labels_url),
+        "labels_location": LabelsLocation(url=str(labels) if labels else served.labels_url),
+        "deeplab_weights": DeepLabWeights(url=str(checkpoint), md5=None, size=None),
     }
-    for chunk in ("00000", "01000"):
-        result = dg.materialize(CHUNK, partition_key=chunk, resources=resources)
-        assert result.success
-        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks["label_numbers"] and checks["label_domains"]
-    assert drive.body_requests["labelsCsv000001"] == 1  # fetched once, then cached
-    table = pq.read_table(root / "tables/labels_256/01000.parquet")
-    assert table.column("image_number").to_pylist() == list(range(1000, 1010))
-    assert {"category", "license", "author", "kept", "split"} <= set(table.column_names)
+    return served, root, resources
 
-    for n in [*range(10), *range(1000, 1010)]:
-        chunk_dir = root / "ffhq_aging256x256" / f"{n - n % 1000:05d}"
-        (chunk_dir / "parsings").mkdir(parents=True, exist_ok=True)
-        (chunk_dir / f"{n:05d}.png").write_bytes(b"face %d" % n)
-        (chunk_dir / "parsings" / f"{n:05d}.png").write_bytes(b"mask %d" % n)
-    config = dg.RunConfig(ops={"training_splits": {"config": {"layout": True}}})
-    result = dg.materialize(PRODUCTS, resources=resources, run_config=config)
+
+def materialize(assets, instance, resources, **kwargs) -> dg.ExecuteInProcessResult:
+    names = {a.key.path[-1] for a in assets}
+    ops = {k: v for k, v in CONFIG.ops.items() if k in names}
+    return dg.materialize(
+        assets, instance=instance, resources=resources, run_config=dg.RunConfig(ops=ops), **kwargs
+    )
+
+
+@pytest.mark.slow
+def test_products_take_only_chunks_whose_gates_passed(
+    drive, tmp_path: Path, seeded_checkpoint: Path, capsys
+) -> None:
+    folder = tmp_path / "served"
+    folder.mkdir()
+    serve_synthetic(drive, folder, count=2100)
+    # Line 2002 is image 2000: a bad gender there fails chunk 02000 alone; the two rows of no
+    # image are a warning of the combined labels, not an error of any chunk.
+    labels = csv_with(
+        folder,
+        {2002: (3, "unknown")},
+        ["70000,0-2,0.9,male,0.9,0,0,0,0,0,None", "abc,0-2,0.9,male,0.9,0,0,0,0,0,None"],
+    )
+    served, root, resources = world(drive, tmp_path, seeded_checkpoint, labels)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(SHARED, instance, resources).success
+    for chunk in CHUNKS:
+        result = materialize(
+            CHUNK, instance, resources, partition_key=chunk, raise_on_error=False
+        )
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert checks["label_domains"].passed == (chunk != "02000"), chunk
+        assert result.success == (chunk != "02000")
+    assert "line 2002, column gender: 'unknown'" in checks["label_domains"].description
+    assert drive.body_requests["labelsCsv000001"] == 0  # the edited local copy is used
+    table = pq.read_table(root / "tables/labels_64/01000.parquet")
+    assert table.column("image_number").to_pylist() == list(range(1000, 1003))
+    assert {"category", "license", "frac_skin", "kept", "split"} <= set(table.column_names)
+    assert all(table.column(c).null_count == 0 for c in table.column_names)
+
+    config = dg.RunConfig(
+        ops={"training_splits": {"config": {"layout": True}}},
+    )
+    result = dg.materialize(PRODUCTS, instance=instance, resources=resources, run_config=config)
     assert result.success
     meta = {
         m.asset_key.path[-1]: m.materialization.metadata
         for m in result.get_asset_materialization_events()
     }
-    assert meta["ffhq_aging_labels"]["dagster/row_count"].value == 20
-    assert meta["ffhq_aging_labels"]["chunks_built"].value == 2
-    assert "02000" in meta["ffhq_aging_labels"]["chunks_missing"].value
-    assert meta["age_distribution"]["histogram"].value.startswith("![age by gender](data:image/png")
-    splits = (root / "splits_256/splits.csv").read_text().splitlines()
-    assert splits[0] == "image_number,split,gender,age_group,kept" and len(splits) == 21
-    kept = [line.split(",") for line in splits[1:] if line.endswith(",1")]
-    assert meta["training_splits"]["kept"].value == len(kept)
-    assert meta["training_splits"]["layout_links"].value == 2 * len(kept)
-    number, split, gender, age, _ = kept[0]
-    linked = root / f"splits_256/layout/{gender}s/{split}{age}/{int(number):05d}.png"
-    assert linked.read_bytes() == b"face %d" % int(number)
-    assert (linked.parent / "parsings" / linked.name).read_bytes() == b"mask %d" % int(number)
-    listing = (root / f"splits_256/{gender}s/{split}{age}.txt").read_text().split()
-    assert f"{int(number):05d}.png" in listing
+    labels_meta = meta["ffhq_aging_labels"]
+    assert labels_meta["dagster/row_count"].value == 2 * LIMIT
+    assert labels_meta["chunks_built"].value == 2
+    assert labels_meta["excluded_count"].value == 1
+    assert "02000: failed labels_table.label_domains" in labels_meta["chunks_excluded"].value
+    assert "03000" in labels_meta["chunks_missing"].value
+    combined = pq.read_table(root / "tables/ffhq_aging_labels_64.parquet")
+    assert combined.column("image_number").to_pylist() == [0, 1, 2, 1000, 1001, 1002]
+    evaluations = result.get_asset_check_evaluations()
+    [stray] = [e for e in evaluations if e.check_name == "labels_of_no_image"]
+    assert not stray.passed and stray.severity == dg.AssetCheckSeverity.WARN
+    assert "'70000'" in stray.description and "'abc'" in stray.description
+    splits = (root / "splits_64/splits.csv").read_text().splitlines()
+    assert len(splits) == 1 + 2 * LIMIT and not any(s.startswith("200") for s in splits[1:])
+    assert meta["age_distribution"]["images"].value == 2 * LIMIT
 
-    import json
+    manifest = json.loads((root / "manifest_64.json").read_text())
+    assert "ffhq_aging64x64/00000/00000.png" in manifest["files"]
+    assert "ffhq_aging64x64/00000/parsings/00000.png" in manifest["files"]
+    assert "splits_64/splits.csv" in manifest["files"]
+    assert "reports/age_distribution_64.png" in manifest["files"]
+    assert not any("02000" in rel for rel in manifest["files"])
+    capsys.readouterr()
+    assert main(["verify", "--root", str(root), "--resolution", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "02000" in out and "excluded" in out
 
-    manifest = json.loads((root / "manifest_256.json").read_text())
-    assert "tables/labels_256/00000.parquet" in manifest["files"]
-    assert verify(root, manifest).ok
-    (root / "tables/labels_256/00000.parquet").unlink()
-    assert verify(root, manifest).missing == ["tables/labels_256/00000.parquet"]
-
-
-def test_bad_label_rows_fail_the_blocking_check(drive, tmp_path: Path) -> None:
-    folder = tmp_path / "served"
-    folder.mkdir()
-    served = serve_synthetic(drive, folder, count=30)
-    csv = (folder / "ffhq_aging_labels.csv").read_text().splitlines()
-    fields = csv[4].split(",")
-    fields[3] = "unknown"
-    csv[4] = ",".join(fields)
-    bad = folder / "bad_labels.csv"
-    bad.write_text("\n".join(csv) + "\n")
-    resources = {
-        "dataset": DatasetResource(root=str(tmp_path / "root"), limit=10),
-        "metadata_locations": MetadataLocations(**served.locations()),
-        "file_source": FileSourceResource(num_attempts=2, backoff=0.01),
-        "labels_location": LabelsLocation(url=str(bad)),
+    # The fixed row makes the chunk pass its gates on the next run, and it goes in.
+    fixed = csv_with(folder, {}, [])
+    resources["labels_location"] = LabelsLocation(url=str(fixed))
+    assert materialize(SHARED, instance, resources).success
+    assert materialize(CHUNK, instance, resources, partition_key="02000").success
+    result = dg.materialize(PRODUCTS, instance=instance, resources=resources)
+    meta = {
+        m.asset_key.path[-1]: m.materialization.metadata
+        for m in result.get_asset_materialization_events()
     }
-    result = dg.materialize(CHUNK, partition_key="00000", resources=resources, raise_on_error=False)
-    assert not result.success
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not checks["label_domains"].passed
-    assert "line 5, column gender: 'unknown'" in checks["label_domains"].description
-    assert (
-        not checks["label_numbers"].passed
-        and "missing 00003" in checks["label_numbers"].description
+    assert meta["ffhq_aging_labels"]["chunks_built"].value == 3
+    assert meta["ffhq_aging_labels"]["excluded_count"].value == 0
+
+
+def test_labels_need_the_mask_statistics(drive, tmp_path: Path, seeded_checkpoint: Path) -> None:
+    served, root, resources = world(drive, tmp_path, seeded_checkpoint)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize([ffhq_metadata_json, ffhq_aging_labels_csv], instance, resources).success
+    result = materialize(
+        [image_metadata, labels_table],
+        instance,
+        resources,
+        partition_key="00000",
+        raise_on_error=False,
     )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = failure.step_failure_data.error.message
+    assert "no mask statistics at" in message and "mask_stats_64/00000.parquet" in message
+    assert not (root / "tables/labels_64/00000.parquet").exists()

@@ -9,7 +9,7 @@ import pytest
 from ffhq_aging_assets.assets.alignment import alignments
 from ffhq_aging_assets.assets.images import aligned_images
 from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
-from ffhq_aging_assets.assets.segmentation import segmentation_masks
+from ffhq_aging_assets.assets.segmentation import deeplab_checkpoint, segmentation_masks
 from ffhq_aging_assets.lib.images import is_valid_image
 from ffhq_aging_assets.resources import (
     DatasetResource,
@@ -19,7 +19,14 @@ from ffhq_aging_assets.resources import (
 )
 from ffhq_aging_assets_tests.conftest import serve_synthetic
 
-ASSETS = [ffhq_metadata_json, image_metadata, alignments, aligned_images, segmentation_masks]
+ASSETS = [
+    ffhq_metadata_json,
+    deeplab_checkpoint,
+    image_metadata,
+    alignments,
+    aligned_images,
+    segmentation_masks,
+]
 
 
 @pytest.mark.slow

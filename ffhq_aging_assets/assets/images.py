@@ -13,7 +13,12 @@ from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import image_name
 from ffhq_aging_assets.lib.download import FileSpec
-from ffhq_aging_assets.lib.files import atomic_path, file_digest, leftover_temp_files
+from ffhq_aging_assets.lib.files import (
+    atomic_path,
+    file_digest,
+    orphan_temp_files,
+    remove_orphan_temp_files,
+)
 from ffhq_aging_assets.lib.images import ImageJob, align_chunk, contact_sheet, is_valid_image
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource
@@ -36,7 +41,8 @@ class AlignConfig(dg.Config):
 IMAGE_GATES = {
     "image_count": "Every image of the chunk (1,000, or the configured limit) exists.",
     "image_format": "Every image decodes as an R x R RGB PNG.",
-    "no_temp_files": "No temporary file is left in the chunk's folder.",
+    "no_temp_files": "No temporary file of a dead writer is left in the chunk's folder or its "
+    "downloaded photos (the step removes them as it starts).",
 }
 
 
@@ -68,6 +74,10 @@ def aligned_images(
     meta = chunk_metadata(dataset, chunk)
     folder = dataset.chunk_dir(chunk)
     folder.mkdir(parents=True, exist_ok=True)
+    scratch = dataset.sources_dir(chunk)
+    removed = remove_orphan_temp_files(folder) + remove_orphan_temp_files(scratch)
+    if removed:
+        context.log.info(f"chunk {chunk}: removed {len(removed)} files a killed writer left")
     _copy_license(dataset)
     columns = meta.select(["image_number", "file_url", "file_size", "file_md5", "pixel_md5"])
     landmarks = landmarks_of(meta)
@@ -89,7 +99,7 @@ def aligned_images(
     report = align_chunk(
         jobs,
         file_source.source,
-        dataset.sources_dir(chunk),
+        scratch,
         dataset.resolution,
         mode=config.mode,
         threads=file_source.num_threads,
@@ -114,7 +124,7 @@ def aligned_images(
     invalid = [
         j.number for j in jobs if j.dest.exists() and not is_valid_image(j.dest, dataset.resolution)
     ]
-    leftovers = [p.name for p in leftover_temp_files(folder)]
+    leftovers = [p.name for p in orphan_temp_files(folder) + orphan_temp_files(scratch)]
     checks = gate_results(
         "aligned_images",
         [
@@ -148,6 +158,7 @@ def _copy_license(dataset: DatasetResource) -> None:
     dest = dataset.dataset_dir / "LICENSE.txt"
     if not src.is_file():
         raise dg.Failure(f"no LICENSE at {src}: materialize ffhq_metadata_json first")
+    remove_orphan_temp_files(dest.parent, dest.name)
     if not dest.is_file() or file_digest(dest) != file_digest(src):
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)

@@ -1,6 +1,7 @@
 """The labels stage: the published labels of each chunk, validated and joined with its data."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -14,14 +15,15 @@ from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
+from ffhq_aging_assets.lib.inputs import fetch_input
 from ffhq_aging_assets.lib.labels import (
     LABEL_DESCRIPTIONS,
+    check_labels_file,
     parse_labels,
     published_filter,
     published_split,
 )
 from ffhq_aging_assets.lib.masks import STATS_DESCRIPTIONS
-from ffhq_aging_assets.lib.sources import fetch_shared
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
 from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.partitions import chunk_partitions
@@ -48,27 +50,56 @@ LABEL_WARNINGS = {
 }
 
 
-def labels_csv(dataset: DatasetResource, file_source: FileSourceResource, location: LabelsLocation):
-    """The labels CSV in the root, fetched once."""
-    dest = dataset.metadata_dir / "ffhq_aging_labels.csv"
-    fetch_shared(file_source.source, location.spec, dest)
-    return dest
+CSV_NAME = "ffhq_aging_labels.csv"
+
+
+def labels_csv_path(dataset: DatasetResource) -> Path:
+    """Where the shared labels CSV is kept under the root."""
+    return dataset.metadata_dir / CSV_NAME
+
+
+@dg.asset(group_name="labels", kinds={"csv"}, automation_condition=NIGHTLY_MISSING)
+def ffhq_aging_labels_csv(
+    dataset: DatasetResource, file_source: FileSourceResource, labels_location: LabelsLocation
+) -> dg.MaterializeResult:
+    """The FFHQ-Aging labels CSV, fetched once for every chunk and checked as a whole.
+
+    Reused only for the same source (URL or path, md5, a local file's size and time), so
+    pointing at another copy fetches it. A file that is not the labels CSV (an HTML page, a
+    wrong header, not text) is moved aside with an error saying so, and fetched again next
+    run. Rows that belong to no image (numbers outside 0..69999) are listed by a warning
+    check of the combined labels.
+    """
+    def check(path: Path, _md5: str) -> dict[str, int]:
+        summary = check_labels_file(path, CSV_NAME)
+        return {"rows": summary.rows, "stray": len(summary.stray)}
+
+    got = fetch_input(file_source.source, labels_location.spec, labels_csv_path(dataset), check)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(got.path)),
+            "source": labels_location.url,
+            "bytes": got.size,
+            "md5": got.md5,
+            "rows": got.checked["rows"],
+            "rows_of_no_image": got.checked["stray"],
+            "fetched": got.fetched,
+        },
+        data_version=dg.DataVersion(got.md5),
+    )
 
 
 @dg.asset(
     group_name="labels",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=[image_metadata, segmentation_masks],
+    deps=[image_metadata, segmentation_masks, ffhq_aging_labels_csv],
     kinds={"parquet"},
     check_specs=gate_specs("labels_table", LABEL_GATES)
     + gate_specs("labels_table", LABEL_WARNINGS, blocking=False),
 )
 def labels_table(
-    context: dg.AssetExecutionContext,
-    dataset: DatasetResource,
-    file_source: FileSourceResource,
-    labels_location: LabelsLocation,
+    context: dg.AssetExecutionContext, dataset: DatasetResource
 ) -> dg.MaterializeResult:
     """The chunk's rows of the FFHQ-Aging labels, validated and joined, one Parquet per chunk.
 
@@ -81,17 +112,22 @@ def labels_table(
     chunk = context.partition_key
     start = time.perf_counter()
     numbers = expected_numbers(chunk, dataset.per_chunk_limit)
-    parsed = parse_labels(
-        labels_csv(dataset, file_source, labels_location), numbers, "ffhq_aging_labels.csv"
-    )
-    table = parsed.table
-    meta = chunk_metadata(dataset, chunk).select(["image_number", *META_COLUMNS])
-    table = table.join(meta, "image_number", join_type="left outer")
+    csv_path = labels_csv_path(dataset)
+    if not csv_path.is_file():
+        raise dg.Failure(f"no labels CSV at {csv_path}: materialize ffhq_aging_labels_csv first")
+    parsed = parse_labels(csv_path, numbers, CSV_NAME)
     stats_path = dataset.table_path(f"mask_stats_{dataset.resolution}", chunk)
-    if stats_path.is_file():
-        stats = pq.read_table(stats_path).drop_columns(["max_class"])
-        table = table.join(stats, "image_number", join_type="left outer")
-    table = table.sort_by("image_number")
+    if not stats_path.is_file():
+        raise dg.Failure(
+            f"chunk {chunk}: no mask statistics at {stats_path}: materialize segmentation_masks "
+            "for this chunk first"
+        )
+    meta = chunk_metadata(dataset, chunk).select(["image_number", *META_COLUMNS])
+    stats = pq.read_table(stats_path).drop_columns(["max_class"])
+    # Inner joins: a labelled image without metadata or a mask is left out, and the
+    # label_numbers gate then names it, so no column is ever filled with nulls by chance.
+    table = parsed.table.join(meta, "image_number", join_type="inner")
+    table = table.join(stats, "image_number", join_type="inner").sort_by("image_number")
     kept = published_filter(table)
     table = table.append_column("kept", pa.array(kept)).append_column(
         "split", pa.array(published_split(table.column("image_number").to_numpy()))

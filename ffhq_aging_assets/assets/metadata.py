@@ -13,14 +13,14 @@ from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
-from ffhq_aging_assets.lib.files import atomic_path, file_lock
+from ffhq_aging_assets.lib.files import atomic_path, file_lock, remove_orphan_temp_files
+from ffhq_aging_assets.lib.inputs import fetch_input
 from ffhq_aging_assets.lib.metadata import (
     COLUMN_DESCRIPTIONS,
     METADATA_SCHEMA,
     MetadataError,
     convert,
 )
-from ffhq_aging_assets.lib.sources import fetch_shared
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
 from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.partitions import chunk_partitions
@@ -40,53 +40,77 @@ def ffhq_metadata_json(
     """FFHQ's ``ffhq-dataset-v2.json`` (268 MB) and ``LICENSE.txt``, verified, parsed by chunk.
 
     Both files are fetched through the configured source (anonymous Drive, Drive with a Google
-    account, or a local folder) and checked against the published size and md5; a verified
-    copy is never fetched again. One streaming pass then validates every entry and writes each
-    chunk's rows to a Parquet file kept for that md5, so each chunk step reads only its own;
-    an entry that is malformed or unsafe fails only its chunk, whose step names it.
+    account, or a local folder) and checked against the published size and md5; a copy is
+    reused only for the same source (URL or path, checksums, a local file's size and time).
+    One streaming pass then validates every entry and writes each chunk's rows to a Parquet
+    file kept for that md5, so each chunk step reads only its own; an entry that is malformed
+    or unsafe fails only its chunk, whose step names it. A file that is not JSON at all (cut
+    short, an HTML page) is moved aside with an error saying so, and fetched again next run.
     """
     start = time.perf_counter()
     folder = dataset.metadata_dir
     json_path, parsed_path = folder / JSON_NAME, folder / PARSED_NAME
-    fetched, size, md5 = fetch_shared(file_source.source, metadata_locations.metadata, json_path)
-    fetched_license, _, _ = fetch_shared(
-        file_source.source, metadata_locations.license, folder / "LICENSE.txt"
+    remove_orphan_temp_files(folder)
+
+    def parse(path: Path, md5: str) -> dict:
+        with file_lock(parsed_path.with_name(f".{parsed_path.name}.lock")):
+            parsed = _stored_conversion(parsed_path, md5)
+            if parsed is None:
+                context.log.info(f"parsing {JSON_NAME} in one streaming pass")
+                parsed = _convert(path, md5, parsed_path)
+        return parsed
+
+    # recheck: the parse keeps its own record per md5, and redoes it if its tables are gone.
+    got = fetch_input(
+        file_source.source, metadata_locations.metadata, json_path, parse, recheck=True
     )
-    context.log.info(f"{JSON_NAME}: {size:,} bytes, md5 {md5} ({'fetched' if fetched else 'kept'})")
-    with file_lock(parsed_path.with_name(f".{parsed_path.name}.lock")):
-        parsed = _stored_conversion(parsed_path, md5)
-        if parsed is None:
-            context.log.info(f"parsing {JSON_NAME} in one streaming pass")
-            tables = folder / f"chunks-{md5}"
-
-            def write(chunk: str, table: pa.Table) -> None:
-                write_table(table, tables / f"{chunk}.parquet")
-
-            result = convert(json_path, write)
-            parsed = {
-                "md5": md5,
-                "entries": result.entries,
-                "rows": result.rows,
-                "errors": result.errors,
-                "tables": tables.name,
-            }
-            with atomic_path(parsed_path) as tmp:
-                tmp.write_text(json.dumps(parsed, indent=1))
+    license_copy = fetch_input(
+        file_source.source, metadata_locations.license, folder / "LICENSE.txt", _no_check
+    )
+    parsed, size, md5 = got.checked, got.size, got.md5
+    context.log.info(
+        f"{JSON_NAME}: {size:,} bytes, md5 {md5} ({'fetched' if got.fetched else 'kept'})"
+    )
     for chunk, error in sorted(parsed["errors"].items()):
         context.log.warning(f"chunk {chunk} cannot be built: {error}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(json_path)),
+            "source": metadata_locations.metadata_url,
             "bytes": size,
             "md5": md5,
             "entries": parsed["entries"],
             "chunks": len(parsed["rows"]),
             "chunks_with_bad_entries": len(parsed["errors"]),
-            "fetched": fetched or fetched_license,
+            "fetched": got.fetched or license_copy.fetched,
             "seconds": round(time.perf_counter() - start, 2),
         },
         data_version=dg.DataVersion(md5),
     )
+
+
+def _no_check(path: Path, md5: str) -> None:
+    return None
+
+
+def _convert(path: Path, md5: str, parsed_path: Path) -> dict:
+    """One pass over the JSON: every chunk's table, and the record of what it found."""
+    tables = path.parent / f"chunks-{md5}"
+
+    def write(chunk: str, table: pa.Table) -> None:
+        write_table(table, tables / f"{chunk}.parquet")
+
+    result = convert(path, write)
+    parsed = {
+        "md5": md5,
+        "entries": result.entries,
+        "rows": result.rows,
+        "errors": result.errors,
+        "tables": tables.name,
+    }
+    with atomic_path(parsed_path) as tmp:
+        tmp.write_text(json.dumps(parsed, indent=1))
+    return parsed
 
 
 def _stored_conversion(path: Path, md5: str) -> dict | None:

@@ -18,13 +18,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ffhq_aging_assets.assets.labels import DESCRIPTIONS, labels_table
-from ffhq_aging_assets.assets.segmentation import segmentation_masks
+from ffhq_aging_assets.assets.alignment import ALIGNMENT_GATES
+from ffhq_aging_assets.assets.images import IMAGE_GATES
+from ffhq_aging_assets.assets.labels import (
+    CSV_NAME,
+    DESCRIPTIONS,
+    LABEL_GATES,
+    ffhq_aging_labels_csv,
+    labels_csv_path,
+    labels_table,
+)
+from ffhq_aging_assets.assets.metadata import IMAGE_METADATA_GATES
+from ffhq_aging_assets.assets.segmentation import MASK_GATES, segmentation_masks
+from ffhq_aging_assets.checks import gate_results
+from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.charts import age_gender_histogram
 from ffhq_aging_assets.lib.chunks import CHUNK_KEYS, image_name
 from ffhq_aging_assets.lib.files import atomic_path
-from ffhq_aging_assets.lib.labels import AGE_GROUPS
-from ffhq_aging_assets.lib.manifest import build_manifest, dataset_files, write_manifest
+from ffhq_aging_assets.lib.labels import AGE_GROUPS, stray_rows
+from ffhq_aging_assets.lib.manifest import build_manifest, write_manifest
+from ffhq_aging_assets.lib.tables import write_table
 from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.resources import DatasetResource
 
@@ -37,35 +50,123 @@ def _missing_text(missing: list[str]) -> str:
     return ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12 else "")
 
 
+# The blocking gates of every per-chunk asset: a chunk reaches the products only when the
+# latest evaluation of each of them, for that chunk, passed.
+BLOCKING_GATES = {
+    "image_metadata": IMAGE_METADATA_GATES,
+    "alignments": ALIGNMENT_GATES,
+    "aligned_images": IMAGE_GATES,
+    "segmentation_masks": MASK_GATES,
+    "labels_table": LABEL_GATES,
+}
+
+
+def gate_verdicts(instance: dg.DagsterInstance, chunks: list[str]) -> dict[str, str]:
+    """Why each of ``chunks`` is left out of the products; chunks that may go in are absent.
+
+    A chunk is left out when the latest evaluation of any blocking check of any of its assets
+    failed, or when a check never ran for it on this instance (its files came from elsewhere,
+    or its run died before the check).
+    """
+    latest: dict[tuple[str, str, str], bool] = {}
+    for asset, names in BLOCKING_GATES.items():
+        records = instance.get_event_records(
+            dg.EventRecordsFilter(
+                event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                asset_key=dg.AssetKey(asset),
+            ),
+            ascending=False,
+        )
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            evaluation = event.event_specific_data if event else None
+            if not isinstance(evaluation, dg.AssetCheckEvaluation):
+                continue
+            key = (asset, evaluation.check_name, evaluation.partition or "")
+            if evaluation.check_name in names and key not in latest:
+                latest[key] = evaluation.passed
+    reasons = {}
+    for chunk in chunks:
+        failed = [
+            f"{asset}.{name}"
+            for asset, names in BLOCKING_GATES.items()
+            for name in names
+            if latest.get((asset, name, chunk)) is False
+        ]
+        unchecked = [
+            f"{asset}.{name}"
+            for asset, names in BLOCKING_GATES.items()
+            for name in names
+            if (asset, name, chunk) not in latest
+        ]
+        if failed:
+            reasons[chunk] = "failed " + ", ".join(failed)
+        elif unchecked:
+            shown = ", ".join(unchecked[:3]) + (" ..." if len(unchecked) > 3 else "")
+            reasons[chunk] = f"never checked on this instance ({shown})"
+    return reasons
+
+
+def _excluded_text(excluded: dict[str, str]) -> str:
+    if not excluded:
+        return "none"
+    return "\n".join(f"- {chunk}: {why}" for chunk, why in sorted(excluded.items()))
+
+
+def built_chunks(dataset: DatasetResource) -> list[str]:
+    """Chunks whose labels table exists under the root."""
+    return [
+        chunk
+        for chunk in CHUNK_KEYS
+        if dataset.table_path(f"labels_{dataset.resolution}", chunk).is_file()
+    ]
+
+
 def combined_path(dataset: DatasetResource) -> Path:
     """Where the combined labels table lies."""
     return dataset.root_path / "tables" / f"ffhq_aging_labels_{dataset.resolution}.parquet"
 
 
-@dg.asset(group_name="products", deps=[labels_table], kinds={"parquet"})
+@dg.asset(
+    group_name="products",
+    deps=[labels_table, ffhq_aging_labels_csv],
+    kinds={"parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "labels_of_no_image",
+            asset="ffhq_aging_labels",
+            description="Rows of the labels CSV whose image number is no FFHQ image (informs).",
+        )
+    ],
+)
 def ffhq_aging_labels(
     context: dg.AssetExecutionContext, dataset: DatasetResource
 ) -> dg.MaterializeResult:
     """Every built chunk's labels in one typed Parquet table, in image order.
 
-    Chunks not built yet are left out and listed in the metadata.
+    Only chunks whose latest blocking checks all passed go in; the others are listed in the
+    metadata with the check that keeps them out (``chunks_excluded``), as are chunks not built
+    yet. The labels CSV's rows that belong to no image are reported once, as a warning.
     """
-    present: list[Path] = []
-    missing: list[str] = []
-    for chunk in CHUNK_KEYS:
-        path = dataset.table_path(f"labels_{dataset.resolution}", chunk)
-        if path.is_file():
-            present.append(path)
-        else:
-            missing.append(chunk)
+    built = built_chunks(dataset)
+    excluded = gate_verdicts(context.instance, built)
+    present = [c for c in built if c not in excluded]
+    missing = [c for c in CHUNK_KEYS if c not in built]
+    for chunk, why in sorted(excluded.items()):
+        context.log.warning(f"chunk {chunk} left out of the products: {why}")
     if not present:
-        raise dg.Failure("no labels_table chunk is built yet: materialize some chunks first")
-    table = pa.concat_tables([pq.read_table(p) for p in present], promote_options="default")
+        raise dg.Failure(
+            "no chunk is built and passed its gates yet: materialize some chunks first"
+            + (f" (left out: {_excluded_text(excluded)})" if excluded else "")
+        )
+    table = pa.concat_tables(
+        [pq.read_table(dataset.table_path(f"labels_{dataset.resolution}", c)) for c in present]
+    )
     table = table.sort_by("image_number")
     out = combined_path(dataset)
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    write_table(table, out)
     context.log.info(f"{table.num_rows} rows from {len(present)} chunks; missing {len(missing)}")
+    stray = stray_rows(labels_csv_path(dataset), CSV_NAME)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out)),
@@ -73,8 +174,14 @@ def ffhq_aging_labels(
             "dagster/column_schema": column_schema(table.schema, DESCRIPTIONS),
             "chunks_built": len(present),
             "chunks_missing": _missing_text(missing),
+            "chunks_excluded": dg.MetadataValue.md(_excluded_text(excluded)),
+            "excluded_count": len(excluded),
             "kept_by_filter": int(np.sum(table.column("kept").to_numpy(zero_copy_only=False))),
-        }
+        },
+        check_results=gate_results(
+            "ffhq_aging_labels",
+            [gates.messages("labels_of_no_image", stray, "row", blocking=False)],
+        ),
     )
 
 
@@ -194,21 +301,24 @@ def manifest_path(dataset: DatasetResource) -> Path:
 
 
 @dg.asset(group_name="products", deps=[ffhq_aging_labels, training_splits], kinds={"json"})
-def dataset_manifest(dataset: DatasetResource) -> dg.MaterializeResult:
-    """Every output file (images, masks, tables) with its size and sha256.
+def dataset_manifest(
+    context: dg.AssetExecutionContext, dataset: DatasetResource
+) -> dg.MaterializeResult:
+    """Every output file of the dataset (images, masks, tables, splits, reports, LICENSE).
 
-    ``ffhq-aging verify`` checks a copy of the dataset against it and names every missing or
-    changed file.
+    Each with its size and sha256; chunks left out of the products by their gates are listed
+    with the reason instead of their files. ``ffhq-aging verify`` checks a copy of the
+    dataset against it and names every missing, changed and unexpected file.
     """
     start = time.perf_counter()
-    root = dataset.root_path
-    files = dataset_files(root, [dataset.dataset_dir.name, "tables"])
-    manifest = build_manifest(root, files)
+    excluded = gate_verdicts(context.instance, built_chunks(dataset))
+    manifest = build_manifest(dataset.root_path, dataset.resolution, excluded)
     write_manifest(manifest, manifest_path(dataset))
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(manifest_path(dataset))),
-            "files": len(files),
+            "files": len(manifest["files"]),
+            "chunks_excluded": dg.MetadataValue.md(_excluded_text(excluded)),
             "bytes": sum(e["size"] for e in manifest["files"].values()),
             "seconds": round(time.perf_counter() - start, 2),
         }

@@ -19,7 +19,9 @@ from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers, image_name
+from ffhq_aging_assets.lib.files import orphan_temp_files, remove_orphan_temp_files
 from ffhq_aging_assets.lib.images import is_valid_image
+from ffhq_aging_assets.lib.inputs import fetch_input
 from ffhq_aging_assets.lib.masks import (
     NUM_CLASSES,
     STATS_DESCRIPTIONS,
@@ -31,7 +33,6 @@ from ffhq_aging_assets.lib.masks import (
     read_precision_record,
     write_precision_record,
 )
-from ffhq_aging_assets.lib.sources import fetch_shared
 from ffhq_aging_assets.lib.tables import write_table
 from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.partitions import chunk_partitions
@@ -72,10 +73,49 @@ class SegmentConfig(dg.Config):
     )
 
 
+def checkpoint_path(dataset: DatasetResource) -> Path:
+    """Where the shared segmentation checkpoint is kept under the root."""
+    return dataset.root_path / "models" / "deeplab_model.pth"
+
+
+@dg.asset(group_name="segmentation", kinds={"pytorch"}, automation_condition=NIGHTLY_MISSING)
+def deeplab_checkpoint(
+    dataset: DatasetResource, file_source: FileSourceResource, deeplab_weights: DeepLabWeights
+) -> dg.MaterializeResult:
+    """The face-parsing checkpoint ``deeplab_model.pth``, fetched once and loaded once to check.
+
+    Verified by size and md5 where they are known (the published file's are), loaded safely
+    (tensors only) and matched key by key against the published DeepLabV3. Reused only for the
+    same source (URL or path, checksums, a local file's size and time), so pointing at another
+    copy fetches it; a file that does not load (cut short, not a checkpoint) is moved aside
+    with an error saying so, and fetched again next run.
+    """
+    from ffhq_aging_assets.lib.deeplab import load_deeplab
+
+    def check(path: Path, _md5: str) -> int:
+        model = load_deeplab(path)
+        return sum(p.numel() for p in model.parameters())
+
+    got = fetch_input(file_source.source, deeplab_weights.spec, checkpoint_path(dataset), check)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(got.path)),
+            "source": deeplab_weights.url,
+            "bytes": got.size,
+            "md5": got.md5,
+            "parameters": got.checked,
+            "fetched": got.fetched,
+        },
+        data_version=dg.DataVersion(got.md5),
+    )
+
+
 MASK_GATES = {
     "mask_count": "One mask per aligned image of the chunk.",
     "mask_format": "Every mask decodes as an R x R 8-bit greyscale PNG.",
     "mask_classes": "Every class id is within 0..18.",
+    "no_temp_files": "No temporary file of a dead writer is left in the chunk's parsings/ (the "
+    "step removes them as it starts).",
     "mask_fidelity": "Masks computed in bf16 agree with strict fp32 on 99% of the pixels of "
     "the sampled faces (fp32 masks pass: they are the published numerics).",
 }
@@ -86,7 +126,7 @@ MASK_WARNINGS = {"mask_plausible": "Masks with fewer than three classes or no sk
     group_name="segmentation",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=[aligned_images],
+    deps=[aligned_images, deeplab_checkpoint],
     kinds={"pytorch"},
     pool="gpu",
     op_tags=GPU_TAGS,
@@ -97,8 +137,6 @@ def segmentation_masks(
     context: dg.AssetExecutionContext,
     config: SegmentConfig,
     dataset: DatasetResource,
-    file_source: FileSourceResource,
-    deeplab_weights: DeepLabWeights,
 ) -> dg.MaterializeResult:
     """19-class face-parsing masks (CelebAMask-HQ classes) of the chunk's aligned faces.
 
@@ -135,6 +173,9 @@ def segmentation_masks(
             "materialize aligned_images first"
         )
     folder = dataset.chunk_dir(chunk) / "parsings"
+    removed = remove_orphan_temp_files(folder)
+    if removed:
+        context.log.info(f"chunk {chunk}: removed {len(removed)} files a killed writer left")
     masks = [folder / image_name(n) for n in numbers]
     todo = [i for i, m in enumerate(masks) if not is_valid_image(m, dataset.resolution, "L")]
     device = resolve_device(config.device)
@@ -150,8 +191,9 @@ def segmentation_masks(
     start = time.perf_counter()
     run, prepared, measured = None, 0.0, None
     if todo:
-        weights = dataset.root_path / "models" / "deeplab_model.pth"
-        fetch_shared(file_source.source, deeplab_weights.spec, weights)
+        weights = checkpoint_path(dataset)
+        if not weights.is_file():
+            raise dg.Failure(f"no checkpoint at {weights}: materialize deeplab_checkpoint first")
         cache = Path(
             os.environ.get("TORCHINDUCTOR_CACHE_DIR") or dataset.root_path / "cache/torchinductor"
         )
@@ -210,6 +252,7 @@ def segmentation_masks(
                 "mask_classes", valid_numbers, stats.column("max_class").to_numpy(), NUM_CLASSES - 1
             ),
             gates.mask_fidelity("mask_fidelity", record),
+            gates.no_leftovers("no_temp_files", [p.name for p in orphan_temp_files(folder)]),
             gates.suspicious_masks(
                 "mask_plausible",
                 valid_numbers,

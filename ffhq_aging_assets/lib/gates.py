@@ -131,14 +131,14 @@ def suspicious_masks(
     )
 
 
-def messages(name: str, errors: Sequence[str], what: str) -> Gate:
+def messages(name: str, errors: Sequence[str], what: str, *, blocking: bool = True) -> Gate:
     """No error messages (each names a line, column and value)."""
     if errors:
         shown = "; ".join(errors[:_SHOW]) + (
             f"; and {len(errors) - _SHOW} more" if len(errors) > _SHOW else ""
         )
-        return Gate(name, False, shown, {"errors": len(errors)})
-    return Gate(name, True, f"every {what} is valid", {"errors": 0})
+        return Gate(name, False, shown, {"errors": len(errors)}, blocking=blocking)
+    return Gate(name, True, f"every {what} is valid", {"errors": 0}, blocking=blocking)
 
 
 def low_share(name: str, below: int, total: int, limit: float, what: str) -> Gate:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import fcntl
+import functools
 import hashlib
 import io
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -187,26 +190,48 @@ def align_chunk(
         in_flight = threading.BoundedSemaphore(max(2 * workers, threads) + threads)
         context = multiprocessing.get_context("spawn")
         lock = threading.Lock()
+        claims = ImageClaims(scratch)
         with (
+            claims,
             cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
             cf.ThreadPoolExecutor(max_workers=threads) as fetchers,
         ):
 
             def fetch(job: ImageJob) -> tuple[ImageJob, Path, bool] | None:
                 in_flight.acquire()
+                claims.claim(job.number)
                 try:
+                    if is_valid_image(job.dest, resolution):
+                        # Another build aligned it while this one waited for the claim.
+                        with lock:
+                            report.skipped += 1
+                        release(job)
+                        return None
                     got = source.fetch(job.source, scratch / job.dest.name)
                     return job, got.path, got.owned
                 except DownloadError as exc:
-                    in_flight.release()
+                    release(job)
                     with lock:
                         report.failed[job.number] = str(exc)
                     return None
                 except BaseException:
-                    in_flight.release()
+                    release(job)
                     raise
 
-            aligning: dict[cf.Future, tuple[ImageJob, Path, bool]] = {}
+            def release(job: ImageJob) -> None:
+                claims.release(job.number)
+                in_flight.release()
+
+            def finished(job: ImageJob, path: Path, owned: bool, future: cf.Future) -> None:
+                # Here, not in the loop below: the claim must go as soon as the image is done,
+                # whatever this thread is waiting on, or two builds could wait on each other.
+                try:
+                    if owned and not keep_sources and future.exception() is None:
+                        path.unlink(missing_ok=True)
+                finally:
+                    release(job)
+
+            aligning: dict[cf.Future, ImageJob] = {}
             for fetched in cf.as_completed([fetchers.submit(fetch, job) for job in todo]):
                 item = fetched.result()
                 if item is not None:
@@ -214,35 +239,63 @@ def align_chunk(
                     future = pool.submit(
                         align_file, path, job.landmarks, resolution, mode, job.dest, job.pixel_md5
                     )
-                    aligning[future] = item
-                    future.add_done_callback(lambda _f: in_flight.release())
-                _collect(aligning, report, keep_sources, block=False)
+                    aligning[future] = job
+                    future.add_done_callback(functools.partial(finished, job, path, owned))
+                _collect(aligning, report, block=False)
                 progress.tick()
             while aligning:
-                _collect(aligning, report, keep_sources, block=True)
+                _collect(aligning, report, block=True)
                 progress.tick()
     report.seconds = time.monotonic() - start
     progress.tick(final=True)
     return report
 
 
-def _collect(
-    aligning: dict[cf.Future, tuple[ImageJob, Path, bool]],
-    report: ChunkReport,
-    keep_sources: bool,
-    block: bool,
-) -> None:
+class ImageClaims:
+    """Which process works on which image of a chunk, across the processes of this host.
+
+    Two builds over the same chunk would otherwise both download a photo, and one would delete
+    it while the other is about to align it. A claim is a POSIX record lock on byte N of
+    ``folder/.claims``: the kernel drops it when its process dies, so a killed build never
+    leaves an image claimed. Claims are per process: the threads of one build never compete
+    for the same image.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".claims"
+        self._fd: int | None = None
+
+    def __enter__(self) -> ImageClaims:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def claim(self, number: int) -> None:
+        """Wait until no other process works on image ``number``, then hold it."""
+        assert self._fd is not None
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, number, os.SEEK_SET)
+
+    def release(self, number: int) -> None:
+        """Let other processes have image ``number``."""
+        assert self._fd is not None
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, number, os.SEEK_SET)
+
+
+def _collect(aligning: dict[cf.Future, ImageJob], report: ChunkReport, block: bool) -> None:
     if block:
         done, _ = cf.wait(list(aligning), return_when=cf.FIRST_COMPLETED)
     else:
         done = {f for f in aligning if f.done()}
     for future in done:
-        job, path, owned = aligning.pop(future)
+        job = aligning.pop(future)
         try:
             report.bytes_written += future.result()
             report.aligned += 1
-            if owned and not keep_sources:
-                path.unlink(missing_ok=True)
         except ImageError as exc:
             report.failed[job.number] = str(exc)
         except cf.process.BrokenProcessPool as exc:

@@ -7,11 +7,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ffhq_aging_assets.lib.files import atomic_path
+from ffhq_aging_assets.lib.files import atomic_path, remove_orphan_temp_files
 
 
 def write_table(table: pa.Table, dest: Path) -> int:
-    """Write ``table`` to ``dest`` through a temporary file; returns the file's size."""
+    """Write ``table`` to ``dest`` through a temporary file; returns the file's size.
+
+    What a killed writer of the same file left is removed first.
+    """
+    remove_orphan_temp_files(dest.parent, dest.name)
     with atomic_path(dest) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return dest.stat().st_size

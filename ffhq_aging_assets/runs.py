@@ -1,0 +1,111 @@
+"""Runs whose process is gone: found, marked failed, and their ``gpu`` pool slots freed.
+
+A run killed with its process (``kill -9``, a reboot) stays STARTED on the instance for ever,
+holding its pool slots, so the next run's GPU step would wait on a slot nobody will give back.
+Dagster's run monitoring cannot see this for runs on this machine: the default run launcher
+has no worker health check, and ``ffhq-aging build`` runs its jobs in its own process. So a
+run's owner is judged here, by the process id the run recorded and the time it started:
+``ffhq-aging build`` does it before it starts anything, and the ``dead_runs`` sensor in the
+daemon while the UI is up. Runs owned by another host are never judged from this one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import dagster as dg
+
+from ffhq_aging_assets.lib.processes import Owner, this_host
+
+HOST_TAG = "ffhq-aging/host"
+PID_TAG = "ffhq-aging/pid"
+ACTIVE = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags that make this process the owner of the runs it executes itself."""
+    return {HOST_TAG: this_host(), PID_TAG: str(os.getpid())}
+
+
+def run_owner(instance: dg.DagsterInstance, record: dg.RunRecord) -> Owner | None:
+    """The process a run lives in, where it can be known.
+
+    Runs of ``ffhq-aging build`` carry their owner as tags; runs launched from the UI, a
+    schedule or a backfill record their run worker's pid in the "Started process for run"
+    event. A run without a host tag is taken to be on this host only when the instance's
+    storage is a local SQLite file (no other host can run it).
+    """
+    run = record.dagster_run
+    host = run.tags.get(HOST_TAG)
+    if host is None and _local_storage(instance):
+        host = this_host()
+    if host is None:
+        return None
+    pid = run.tags.get(PID_TAG)
+    if pid is not None and pid.isdigit():
+        return Owner(host, int(pid), record.create_timestamp.timestamp())
+    events = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=20
+    ).records
+    for event in events:
+        data = event.event_log_entry.dagster_event
+        entry = data.engine_event_data.metadata.get("pid") if data else None
+        if entry is not None and str(entry.value).isdigit():
+            return Owner(host, int(str(entry.value)), event.event_log_entry.timestamp)
+    return None
+
+
+def _local_storage(instance: dg.DagsterInstance) -> bool:
+    return "sqlite" in type(instance.run_storage).__name__.lower()
+
+
+def dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Active runs whose owning process is known to be gone."""
+    dead = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE)):
+        owner = run_owner(instance, record)
+        if owner is not None and owner.alive() is False:
+            dead.append(record.dagster_run)
+    return dead
+
+
+def fail_dead_runs(
+    instance: dg.DagsterInstance, say: Callable[[str], None] | None = None
+) -> list[str]:
+    """Mark every dead run failed and free its pool slots; returns their run ids."""
+    failed = []
+    for run in dead_runs(instance):
+        partition = run.tags.get("dagster/partition")
+        what = f"run {run.run_id} ({run.job_name}" + (f", chunk {partition})" if partition else ")")
+        instance.report_run_failed(
+            run,
+            f"The process of {what} is gone (killed, or its machine restarted): marked failed "
+            "so its pool slots are free. Launch it again to finish what it left.",
+        )
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        failed.append(run.run_id)
+        if say is not None:
+            say(f"{what} was left running by a process that is gone: marked failed")
+    return failed
+
+
+@dg.sensor(
+    name="dead_runs",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 30 s, marks failed the runs whose process is gone (killed, or the machine "
+    "restarted) and frees their pool slots, so no step waits on a slot a dead run holds.",
+)
+def dead_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    """Fail runs whose process is gone; launches nothing."""
+    failed = fail_dead_runs(context.instance, context.log.info)
+    if failed:
+        return dg.SkipReason(f"marked {len(failed)} dead run(s) failed: {', '.join(failed)}")
+    return dg.SkipReason("no run left behind by a dead process")
