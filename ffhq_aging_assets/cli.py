@@ -372,7 +372,11 @@ def _run_chunks(dg: Any, instance: Any, config: dict, chunks: list[str], keys: S
 
 
 def verify(args: argparse.Namespace) -> int:
-    """Check a copy against its manifest: 0 when it matches, 1 when not, 2 without a manifest."""
+    """Check a copy against its manifest: 0 when it matches, 1 when not.
+
+    2 when there is no manifest or it cannot be trusted (not JSON, truncated, edited, another
+    version): one line saying why, never a traceback.
+    """
     from ffhq_aging_assets.lib.manifest import ManifestError
     from ffhq_aging_assets.lib.manifest import verify as check
 
@@ -393,7 +397,8 @@ def verify(args: argparse.Namespace) -> int:
         for rel in getattr(result, kind):
             print(f"{kind}: {rel}")
     for chunk, reason in result.excluded.items():
-        print(f"excluded: chunk {chunk} ({reason}); its files are not verified")
+        # A gate's reason may span lines; the note stays one line per chunk.
+        print(f"excluded: chunk {chunk} ({' '.join(reason.split())}); its files are not verified")
     good = result.checked - len(result.missing) - len(result.changed) - len(result.unreadable)
     summary = f"{good} of {result.checked} files match {path.name}"
     if not result.ok:

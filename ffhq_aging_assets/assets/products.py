@@ -69,22 +69,21 @@ def gate_verdicts(instance: dg.DagsterInstance, chunks: list[str]) -> dict[str, 
     or its run died before the check).
     """
     latest: dict[tuple[str, str, str], bool] = {}
-    for asset, names in BLOCKING_GATES.items():
-        records = instance.get_event_records(
-            dg.EventRecordsFilter(
-                event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-                asset_key=dg.AssetKey(asset),
-            ),
-            ascending=False,
-        )
-        for record in records:
-            event = record.event_log_entry.dagster_event
-            evaluation = event.event_specific_data if event else None
-            if not isinstance(evaluation, dg.AssetCheckEvaluation):
-                continue
-            key = (asset, evaluation.check_name, evaluation.partition or "")
-            if evaluation.check_name in names and key not in latest:
-                latest[key] = evaluation.passed
+    for chunk in chunks:
+        # Newest run first, and within a run the newest evaluation first: the first seen wins.
+        for run in instance.get_runs(dg.RunsFilter(tags={"dagster/partition": chunk})):
+            records = instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            ).records
+            for record in reversed(records):
+                event = record.event_log_entry.dagster_event
+                evaluation = event.event_specific_data if event else None
+                if not isinstance(evaluation, dg.AssetCheckEvaluation):
+                    continue
+                asset = evaluation.asset_key.to_user_string()
+                key = (asset, evaluation.check_name, chunk)
+                if evaluation.check_name in BLOCKING_GATES.get(asset, ()) and key not in latest:
+                    latest[key] = evaluation.passed
     reasons = {}
     for chunk in chunks:
         failed = [
