@@ -119,7 +119,9 @@ def test_products_take_only_chunks_whose_gates_passed(
     assert labels_meta["dagster/row_count"].value == 2 * LIMIT
     assert labels_meta["chunks_built"].value == 2
     assert labels_meta["excluded_count"].value == 1
-    assert "02000: failed labels_table.label_domains" in labels_meta["chunks_excluded"].value
+    assert "02000: failed labels_table.label_numbers, labels_table.label_domains" in (
+        labels_meta["chunks_excluded"].value
+    )
     assert "03000" in labels_meta["chunks_missing"].value
     combined = pq.read_table(root / "tables/ffhq_aging_labels_64.parquet")
     assert combined.column("image_number").to_pylist() == [0, 1, 2, 1000, 1001, 1002]
