@@ -3,14 +3,20 @@
 Small files come straight from ``/uc?id=ID``; large ones answer today's "can't scan this file
 for viruses" page whose ``download-form`` must be submitted to ``/download`` (or, in legacy
 mode, a page with a ``confirm=`` link and a ``download_warning`` cookie). Faults are queued per
-file and consumed one per request: ``quota``, ``500``, ``429``, ``truncate``, ``corrupt``,
-``slow`` (stalls before the body), ``html`` (an unknown HTML page), ``html-as-data`` (the same
-page labelled as binary), ``ok``.
+file and consumed one per request: ``quota``, ``500``, ``429``, ``truncate``, ``corrupt`` (one
+byte flipped in the middle, the same each time), ``corrupt-other`` (a different byte flipped),
+``slow`` (stalls ``stall_seconds`` after the first bytes), ``trickle`` (the headers with the full
+Content-Length, then one byte every ``trickle_seconds``), ``silent`` (accepts the request and never
+answers), ``html`` (an unknown HTML page), ``html-as-data`` (the same page labelled as binary),
+``ok``. ``trickle`` and ``silent`` end when the client goes away, when the server stops, or after
+``fault_limit_seconds``, so a client that never gives up cannot hang the tests.
 """
 
 from __future__ import annotations
 
 import hashlib
+import select
+import socket
 import threading
 import time
 import uuid
@@ -72,6 +78,9 @@ class FakeDrive:
         self.requests: defaultdict[str, int] = defaultdict(int)
         self.body_requests: defaultdict[str, int] = defaultdict(int)
         self.stall_seconds = 3.0
+        self.trickle_seconds = 0.5
+        self.fault_limit_seconds = 60.0
+        self.stopping = threading.Event()
         self._uuids: dict[str, str] = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -84,6 +93,7 @@ class FakeDrive:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -195,10 +205,29 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 self.close_connection = True
-            elif fault == "corrupt":
+            elif fault in ("corrupt", "corrupt-other"):
                 bad = bytearray(data)
-                bad[len(bad) // 2] ^= 0xFF
+                bad[len(bad) // 2 if fault == "corrupt" else len(bad) // 3] ^= 0xFF
                 self._send(200, bytes(bad), "application/octet-stream")
+            elif fault == "trickle":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.flush()
+                end = time.monotonic() + drive.fault_limit_seconds
+                for i in range(len(data)):
+                    if time.monotonic() >= end or not self._wait(drive.trickle_seconds):
+                        break
+                    try:
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+                self.close_connection = True
+            elif fault == "silent":
+                self._wait(drive.fault_limit_seconds)
+                self.close_connection = True
             elif fault == "slow":
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -219,6 +248,26 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                     "application/octet-stream",
                     {"Content-Disposition": f'attachment; filename="{f.name}"'},
                 )
+
+        def _wait(self, seconds: float) -> bool:
+            """Wait up to ``seconds``; False as soon as the client hangs up or the server stops.
+
+            Polls in short steps so that neither a stopping server nor a departed client leaves a
+            handler thread behind for long.
+            """
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                if drive.stopping.is_set():
+                    return False
+                readable, _, _ = select.select([self.connection], [], [], min(left, 0.1))
+                if readable:
+                    try:
+                        if not self.connection.recv(1, socket.MSG_PEEK):
+                            return False
+                    except OSError:
+                        return False
+                    time.sleep(min(left, 0.1))
+            return not drive.stopping.is_set()
 
         def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
             self.send_response(status)

@@ -122,3 +122,38 @@ def test_chunk_before_metadata_says_what_to_do(tmp_path: Path, synthetic: Synthe
     assert not result.success
     [failure] = result.get_step_failure_events()
     assert "materialize ffhq_metadata_json first" in failure.step_failure_data.error.message
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    [failure] = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
+def test_json_cut_in_half_is_moved_aside_and_a_good_copy_used(
+    tmp_path: Path, synthetic: SyntheticFFHQ
+) -> None:
+    raw = synthetic.json_path.read_bytes()
+    cut = synthetic.drive.add("metadataHalf001", raw[: len(raw) // 2], "ffhq-dataset-v2.json")
+    root = tmp_path / "root"
+    unverified = {"metadata_md5": None, "metadata_size": None}
+    result = dg.materialize(
+        [ffhq_metadata_json],
+        raise_on_error=False,
+        resources=resources(root, synthetic, metadata_url=cut, **unverified),
+    )
+    assert not result.success
+    message = failure_message(result)
+    assert cut in message and "moved aside to" in message and "fetches it again" in message
+    [aside] = (root / "metadata").glob("ffhq-dataset-v2.json.bad-*")
+    assert aside.stat().st_size == len(raw) // 2
+    assert not (root / "metadata" / "ffhq-dataset-v2.json").exists()
+
+    # A corrected location without an md5 is fetched, not shadowed by what was cached.
+    good = resources(root, synthetic, metadata_url=synthetic.metadata_url, **unverified)
+    assert dg.materialize(ASSETS, partition_key="00000", resources=good).success
+    assert (root / "metadata" / "ffhq-dataset-v2.json").read_bytes() == raw

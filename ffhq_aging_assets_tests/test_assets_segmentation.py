@@ -113,3 +113,37 @@ def test_segmentation_step_routes_to_gpu_workers() -> None:
     node = segmentation_masks.op
     assert node.pool == "gpu"
     assert node.tags["dagster-celery/queue"] == "gpu"
+
+
+def test_truncated_checkpoint_is_moved_aside_and_a_good_copy_used(
+    tmp_path: Path, seeded_checkpoint: Path
+) -> None:
+    cut = tmp_path / "cut.pth"
+    data = seeded_checkpoint.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    root = tmp_path / "root"
+
+    def materialize(weights: Path) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [deeplab_checkpoint],
+            raise_on_error=False,
+            resources={
+                "dataset": DatasetResource(root=str(root)),
+                "file_source": FileSourceResource(),
+                "deeplab_weights": DeepLabWeights(url=str(weights), md5=None, size=None),
+            },
+        )
+
+    result = materialize(cut)
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = failure.step_failure_data.error.cause.message
+    assert str(cut) in message and "moved aside to" in message
+    assert "weights_only" not in message
+    [aside] = (root / "models").glob("deeplab_model.pth.bad-*")
+    assert aside.stat().st_size == len(data) // 3
+    result = materialize(seeded_checkpoint)
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["parameters"].value > 50_000_000
+    assert (root / "models/deeplab_model.pth").stat().st_size == len(data)

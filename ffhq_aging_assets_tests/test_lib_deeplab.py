@@ -1,5 +1,6 @@
 import json
 import pickle
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,31 @@ def test_unexpected_and_misshaped_keys_are_listed(tmp_path: Path) -> None:
     text = str(err.value)
     assert "1 unexpected keys: aspp.extra.weight" in text
     assert "aspp.conv3.weight (21, 256, 1, 1) (expected (19, 256, 1, 1))" in text
+
+
+def test_unloadable_checkpoints_never_advise_weights_only(tmp_path: Path) -> None:
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": {"module.x": torch.zeros(1000)}}, good)
+    data = good.read_bytes()
+    files = {
+        "half.pth": data[: len(data) // 2],
+        "short.pth": data[:-10],
+        "empty.pth": b"",
+        "pickled.pth": pickle.dumps({"epoch": Fraction(1, 3)}),
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save(
+        {"state_dict": {"module.x": torch.zeros(4)}, "epoch": Fraction(1, 3)},
+        tmp_path / "objects.pth",
+    )
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        torch.load(tmp_path / "objects.pth", weights_only=True)  # what torch itself would say
+    for name in [*files, "objects.pth"]:
+        path = tmp_path / name
+        with pytest.raises(CheckpointError) as err:
+            load_deeplab(path)
+        text = str(err.value)
+        assert str(path) in text and "not a loadable torch checkpoint" in text
+        assert "truncated, or not the published file" in text
+        assert "weights_only" not in text and "torch.load" not in text

@@ -1,5 +1,9 @@
 import hashlib
+import re
+import socket
 import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -87,19 +91,124 @@ def test_transient_faults_are_retried(drive, tmp_path: Path, fault: str) -> None
     assert not leftover_temp_files(tmp_path)
 
 
-def test_persistent_corruption_names_file_and_both_checksums(drive, tmp_path: Path) -> None:
+def test_the_same_wrong_bytes_twice_stop_at_once(drive, tmp_path: Path) -> None:
     url = drive.add("smallfile0003", SMALL)
-    drive.fail("smallfile0003", "corrupt", "corrupt", "corrupt")
+    drive.fail("smallfile0003", *["corrupt"] * 5)
     spec = spec_for(url, SMALL, "00042.png")
     with pytest.raises(ChecksumError) as err:
-        download(spec, tmp_path / "00042.png", policy=FAST)
+        download(spec, tmp_path / "00042.png", policy=replace(FAST, attempts=5))
+    assert drive.body_requests["smallfile0003"] == 2
     message = str(err.value)
-    assert "00042.png" in message and spec.md5 in message
+    assert message.startswith(f"00042.png: gave up after 2 attempts from {url}: ")
     bad = bytearray(SMALL)
     bad[len(bad) // 2] ^= 0xFF
-    assert hashlib.md5(bad).hexdigest() in message
-    assert "3 attempts" in message
+    assert spec.md5 in message and hashlib.md5(bad).hexdigest() in message
+    assert "same wrong bytes twice" in message
     assert not (tmp_path / "00042.png").exists() and not leftover_temp_files(tmp_path)
+
+
+def test_different_wrong_bytes_are_retried(drive, tmp_path: Path) -> None:
+    url = drive.add("smallfile0013", SMALL)
+    drive.fail("smallfile0013", "corrupt", "corrupt-other")
+    result = download(spec_for(url, SMALL), tmp_path / "f.bin", policy=FAST)
+    assert result.attempts == 3
+    assert (tmp_path / "f.bin").read_bytes() == SMALL
+
+
+def test_wrong_bytes_on_every_attempt_is_a_checksum_error(drive, tmp_path: Path) -> None:
+    url = drive.add("smallfile0014", SMALL)
+    drive.fail("smallfile0014", "corrupt-other", "corrupt")
+    with pytest.raises(ChecksumError, match="gave up after 2 attempts"):
+        download(spec_for(url, SMALL), tmp_path / "f.bin", policy=replace(FAST, attempts=2))
+
+
+PRIVATE_OR_CLASS_NAME = re.compile(
+    r"\b_[A-Za-z]\w*|\b[A-Z]\w*(Error|Timeout|Exception|Transient)\b"
+)
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("500", "the server answered HTTP 500 Internal Server Error"),
+        ("slow", "the server stopped sending data (read timed out after 1 s)"),
+        ("truncate", "the connection closed after 650 of 1,300 bytes"),
+        ("html", "instead of the file"),
+    ],
+)
+def test_final_message_is_plain(drive, tmp_path: Path, fault: str, words: str) -> None:
+    drive.stall_seconds = 2.5
+    url = drive.add("smallfile0015", SMALL)
+    drive.fail("smallfile0015", fault, fault, fault)
+    with pytest.raises(DownloadError) as err:
+        download(spec_for(url, SMALL, "LICENSE.txt"), tmp_path / "LICENSE.txt", policy=FAST)
+    message = str(err.value)
+    assert message.startswith(f"LICENSE.txt: gave up after 3 attempts from {url}: ")
+    assert words in message
+    assert not PRIVATE_OR_CLASS_NAME.search(message), message
+
+
+def test_refused_connection_is_said_plainly(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/uc?id=nobodyhome01"
+    with pytest.raises(DownloadError) as err:
+        download(FileSpec(url, "x.png"), tmp_path / "x.png", policy=FAST)
+    message = str(err.value)
+    assert message == f"x.png: gave up after 3 attempts from {url}: the connection was refused"
+
+
+def test_deadline_follows_size_and_minimum_rate() -> None:
+    policy = RetryPolicy(min_bytes_per_second=50_000, deadline_grace=120)
+    assert policy.deadline(4_000_000) == 200
+    assert policy.deadline(None) == 120
+    assert policy.deadline(None, received=5_000_000) == 220
+    with pytest.raises(ValueError):
+        RetryPolicy(min_bytes_per_second=0)
+
+
+@pytest.mark.parametrize("sized", [True, False])
+def test_trickling_server_fails_within_the_deadline(drive, tmp_path: Path, sized: bool) -> None:
+    drive.trickle_seconds = 0.2
+    drive.fault_limit_seconds = 15  # without a deadline, each attempt would last this long
+    url = drive.add("smallfile0016", SMALL)
+    drive.fail("smallfile0016", "trickle", "trickle", "trickle")
+    spec = spec_for(url, SMALL, "ffhq-dataset-v2.json") if sized else FileSpec(url, "m.json")
+    policy = replace(FAST, read_timeout=1, deadline_grace=2)
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as err:
+        download(spec, tmp_path / "m.json", policy=policy)
+    elapsed = time.monotonic() - start
+    assert 1.9 < elapsed < 8
+    message = str(err.value)
+    assert not isinstance(err.value, ChecksumError)
+    assert message.startswith(f"{spec.name}: gave up after 1 attempt from {url}: ")
+    assert "did not arrive within its deadline of 2 s" in message
+    if sized:
+        assert "(at least 50 kB/s for 1,300 bytes, plus 2 s)" in message
+    else:
+        assert "the size being unknown" in message
+    received = int(re.search(r"received ([\d,]+) bytes", message).group(1).replace(",", ""))
+    assert 0 < received < len(SMALL)
+    assert not leftover_temp_files(tmp_path)
+
+
+def test_silent_server_costs_the_deadline_not_attempts_times_read_timeout(
+    drive, tmp_path: Path
+) -> None:
+    drive.fault_limit_seconds = 20
+    url = drive.add("smallfile0017", SMALL)
+    drive.fail("smallfile0017", *["silent"] * 5)
+    policy = replace(FAST, attempts=5, read_timeout=30, deadline_grace=2)
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as err:
+        download(spec_for(url, SMALL), tmp_path / "f.bin", policy=policy)
+    elapsed = time.monotonic() - start
+    assert 1.9 < elapsed < 8  # not 5 attempts x 30 s
+    message = str(err.value)
+    assert message.startswith(f"file.bin: gave up after 1 attempt from {url}: ")
+    assert "deadline of 2 s" in message and "the server did not answer" in message
 
 
 @pytest.mark.parametrize("fault", ["html", "html-as-data"])
@@ -130,8 +239,9 @@ def test_wrong_existing_file_is_replaced(drive, tmp_path: Path) -> None:
 def test_wrong_announced_size_fails_before_the_body(drive, tmp_path: Path) -> None:
     url = drive.add("smallfile0007", SMALL)
     spec = FileSpec(url, "f.bin", size=len(SMALL) + 1)
-    with pytest.raises(ChecksumError, match="announces"):
+    with pytest.raises(ChecksumError, match="announces 1,300 bytes, expected 1,301"):
         download(spec, tmp_path / "f.bin", policy=FAST)
+    assert drive.requests["smallfile0007"] == 2  # the same answer twice: not retried further
 
 
 def test_missing_file_is_not_retried_forever(drive, tmp_path: Path) -> None:
