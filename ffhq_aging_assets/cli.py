@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--labels-md5", default=None, help="its md5, to pin a copy")
     b.add_argument("--num-threads", type=int, default=8, help="download threads per step [8]")
     b.add_argument("--num-attempts", type=int, default=5, help="attempts per file [5]")
+    b.add_argument(
+        "--min-rate",
+        type=float,
+        default=50_000,
+        help="a file fails unless it arrives at this many bytes/s at least, plus the grace [50000]",
+    )
+    b.add_argument(
+        "--deadline-grace", type=float, default=120, help="seconds added to each file's deadline"
+    )
     b.add_argument("--metadata-url", default=None, help="URL or path of ffhq-dataset-v2.json")
     b.add_argument("--metadata-md5", default=None, help="its md5 (with --metadata-url)")
     b.add_argument("--metadata-size", type=int, default=None, help="its size in bytes")
@@ -165,6 +174,8 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     source: dict[str, Any] = {
         "num_threads": args.num_threads,
         "num_attempts": args.num_attempts,
+        "min_bytes_per_second": args.min_rate,
+        "deadline_grace": args.deadline_grace,
         "cmd_auth": args.cmd_auth,
     }
     if args.source.startswith("local:"):
@@ -250,13 +261,27 @@ def ensure_dagster_home() -> Path:
 def _failures(result: Any) -> list[str]:
     messages = []
     for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None and error.cause is not None:
-            error = error.cause
-        messages.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+        messages.append(f"{event.step_key}: {_plain(event.step_failure_data.error)}")
     if not messages and not result.success:
         messages = [e.message for e in result.all_events if e.event_type_value == "RUN_FAILURE"]
     return messages or ["see the run's logs in the UI"]
+
+
+def _plain(error: Any) -> str:
+    """The message of the step's own error, past Dagster's wrappers, without a class name.
+
+    Our errors say in their text what failed and what to do; the exception's module and class
+    (``ffhq_aging_assets.lib.inputs.InputError: ...``) tell a user nothing more.
+    """
+    while error is not None and error.cls_name.startswith("Dagster") and error.cause is not None:
+        error = error.cause
+    if error is None:
+        return "failed"
+    text = error.message.strip()
+    prefix = f"{error.cls_name}: "
+    if prefix in text.split("\n", 1)[0]:
+        text = text[text.index(prefix) + len(prefix) :]
+    return text
 
 
 def _duration(seconds: float) -> str:

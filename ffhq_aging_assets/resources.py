@@ -119,8 +119,28 @@ class FileSourceResource(dg.ConfigurableResource):
     num_attempts: int = Field(default=5, ge=1, le=50)
     num_threads: int = Field(default=8, ge=1, le=64)
     backoff: float = Field(default=2.0, ge=0, description="First wait between attempts (s).")
-    connect_timeout: float = 15.0
-    read_timeout: float = 60.0
+    connect_timeout: float = Field(
+        default=15.0, gt=0, description="Longest wait for a connection to open (s)."
+    )
+    read_timeout: float = Field(
+        default=60.0, gt=0, description="Longest silence tolerated while a server answers (s)."
+    )
+    min_bytes_per_second: float = Field(
+        default=50_000.0,
+        ge=1,
+        description=(
+            "Slowest acceptable average download rate (bytes/s): each file must arrive, across "
+            "all attempts, within deadline_grace plus its size at this rate."
+        ),
+    )
+    deadline_grace: float = Field(
+        default=120.0,
+        ge=1,
+        description=(
+            "Seconds each file's deadline adds to its size at min_bytes_per_second; for a file "
+            "of unknown size, 1 s more for every min_bytes_per_second bytes received."
+        ),
+    )
 
     _source: Source | None = PrivateAttr(default=None)
 
@@ -132,6 +152,8 @@ class FileSourceResource(dg.ConfigurableResource):
             backoff=self.backoff,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            min_bytes_per_second=self.min_bytes_per_second,
+            deadline_grace=self.deadline_grace,
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

@@ -251,18 +251,22 @@ def load_deeplab(path: str | Path, device: str | torch.device = "cpu") -> DeepLa
     path = Path(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
     except (
         pickle.UnpicklingError,
         RuntimeError,
         EOFError,
+        OSError,
         zipfile.BadZipFile,
         ValueError,
         AttributeError,
         TypeError,
-    ) as exc:
+    ):
+        # torch's own text is of no use here and may advise weights_only=False, which would
+        # run whatever code a wrong file carries.
         raise CheckpointError(
-            f"{path}: not a loadable torch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+            f"{path}: not a loadable torch checkpoint; it is truncated, or not the published file"
         ) from None
     state = checkpoint_state_dict(raw, str(path))
     model = build_deeplab()
