@@ -6,7 +6,6 @@ Every source returns a verified file: size and md5 match what the metadata says,
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from ffhq_aging_assets.lib.download import (
     matches,
 )
 from ffhq_aging_assets.lib.drive import drive_file_id
-from ffhq_aging_assets.lib.files import atomic_path, file_digest, file_lock
+from ffhq_aging_assets.lib.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -195,18 +194,3 @@ class PyDriveSource:
         assert last is not None
         raise last
 
-
-def fetch_shared(source: Source, spec: FileSpec, dest: Path) -> tuple[bool, int, str]:
-    """Fetch a file every chunk shares into ``dest``; returns (fetched, size, md5).
-
-    Under a lock: concurrent chunk runs wait for one download instead of starting their own.
-    A source that answers with a file elsewhere (a local copy) is copied, so the root holds
-    everything it was built from.
-    """
-    with file_lock(dest.with_name(f".{dest.name}.lock")):
-        got = source.fetch(spec, dest)
-        if got.path != dest:
-            with atomic_path(dest) as tmp:
-                shutil.copyfile(got.path, tmp)
-        size, md5 = file_digest(dest)
-        return got.fetched, size, md5
