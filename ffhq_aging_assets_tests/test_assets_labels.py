@@ -7,7 +7,7 @@ import pytest
 
 from ffhq_aging_assets.assets.alignment import alignments
 from ffhq_aging_assets.assets.images import aligned_images
-from ffhq_aging_assets.assets.labels import ffhq_aging_labels_csv, labels_table
+from ffhq_aging_assets.assets.labels import TABLE_SCHEMA, ffhq_aging_labels_csv, labels_table
 from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
 from ffhq_aging_assets.assets.products import (
     age_distribution,
@@ -105,6 +105,7 @@ def test_products_take_only_chunks_whose_gates_passed(
     assert table.column("image_number").to_pylist() == list(range(1000, 1003))
     assert {"category", "license", "frac_skin", "kept", "split"} <= set(table.column_names)
     assert all(table.column(c).null_count == 0 for c in table.column_names)
+    assert table.schema.equals(TABLE_SCHEMA, check_metadata=False)
 
     config = dg.RunConfig(
         ops={"training_splits": {"config": {"layout": True}}},

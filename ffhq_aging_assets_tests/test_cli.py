@@ -68,7 +68,7 @@ def test_build_runs_on_the_persistent_instance(
     done = cli(args + source_args(served), tmp_path, dagster_home)
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
-    assert "chunk 00000: ok" in out and "15/15 checks passed" in out
+    assert "chunk 00000: ok" in out and "16/16 checks passed" in out
     assert "products done" in out
     assert "chunk 05000: FAILED" in out and "none for chunk 05000" in out
     assert "1 chunk(s) failed: 05000" in out
@@ -88,7 +88,9 @@ def test_build_runs_on_the_persistent_instance(
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
 
     rerun = cli(
-        ["build", "--partitions", "00000", "--limit", "20", "--root", "out"] + source_args(served),
+        ["build", "--partitions", "00000", "--limit", "20", "--root", "out"]
+        + ["--weights", str(seeded_checkpoint)]
+        + source_args(served),
         tmp_path,
         dagster_home,
     )

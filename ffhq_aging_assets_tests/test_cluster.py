@@ -183,7 +183,7 @@ def test_chunk_runs_on_celery_workers_with_segmentation_on_the_gpu_queue(
     done = cli(build_args(served, seeded_checkpoint, 4), tmp_path, dagster_home, cluster.env)
     cluster.close()
     assert done.returncode == 0, done.stdout + done.stderr + cluster.logs()
-    assert "chunk 00000: ok" in done.stdout and "15/15 checks passed" in done.stdout
+    assert "chunk 00000: ok" in done.stdout and "16/16 checks passed" in done.stdout
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -234,7 +234,7 @@ def test_a_gpu_worker_killed_mid_step_hands_the_step_to_another(
             build.kill()
         cluster.close()
     assert build.returncode == 0, out + cluster.logs()
-    assert "chunk 00000: ok" in out and "15/15 checks passed" in out
+    assert "chunk 00000: ok" in out and "16/16 checks passed" in out
     assert workers_by_step(dagster_home)["segmentation_masks"] == {"gpu1", "gpu2"}
     masks = sorted((tmp_path / "out/ffhq_aging256x256/00000/parsings").glob("*.png"))
     assert [m.name for m in masks] == [f"{n:05d}.png" for n in range(8)]

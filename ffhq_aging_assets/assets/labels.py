@@ -18,12 +18,14 @@ from ffhq_aging_assets.lib.chunks import expected_numbers
 from ffhq_aging_assets.lib.inputs import fetch_input
 from ffhq_aging_assets.lib.labels import (
     LABEL_DESCRIPTIONS,
+    LABELS_SCHEMA,
     check_labels_file,
     parse_labels,
     published_filter,
     published_split,
 )
-from ffhq_aging_assets.lib.masks import STATS_DESCRIPTIONS
+from ffhq_aging_assets.lib.masks import STATS_DESCRIPTIONS, STATS_SCHEMA
+from ffhq_aging_assets.lib.metadata import METADATA_SCHEMA
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
 from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.partitions import chunk_partitions
@@ -41,6 +43,19 @@ DESCRIPTIONS = {
     "kept": "kept by the published filter of the FFHQ-Aging training code",
     "split": "train below image 69,000, test from it on",
 }
+# The one schema of every chunk's labels table: the CSV's fields, the photo's metadata as the
+# metadata table types it, the mask fractions (never null: a chunk without its mask statistics
+# fails), the filter and the split.
+TABLE_SCHEMA = pa.schema(
+    [
+        *LABELS_SCHEMA,
+        *(METADATA_SCHEMA.field(name) for name in META_COLUMNS),
+        *(field for field in STATS_SCHEMA if field.name not in ("image_number", "max_class")),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
+
 LABEL_GATES = {
     "label_numbers": "Exactly the chunk's image numbers, once each.",
     "label_domains": "Every field in its domain, with the -1 rule for missing attributes.",
@@ -132,6 +147,7 @@ def labels_table(
     table = table.append_column("kept", pa.array(kept)).append_column(
         "split", pa.array(published_split(table.column("image_number").to_numpy()))
     )
+    table = table.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA)
     out = dataset.table_path(f"labels_{dataset.resolution}", chunk)
     size = write_table(table, out)
     found = table.column("image_number").to_pylist()
