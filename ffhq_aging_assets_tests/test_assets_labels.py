@@ -93,9 +93,7 @@ def test_products_take_only_chunks_whose_gates_passed(
     instance = dg.DagsterInstance.ephemeral()
     assert materialize(SHARED, instance, resources).success
     for chunk in CHUNKS:
-        result = materialize(
-            CHUNK, instance, resources, partition_key=chunk, raise_on_error=False
-        )
+        result = materialize(CHUNK, instance, resources, partition_key=chunk, raise_on_error=False)
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert checks["label_domains"].passed == (chunk != "02000"), chunk
         assert result.success == (chunk != "02000")

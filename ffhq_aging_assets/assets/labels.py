@@ -27,7 +27,7 @@ from ffhq_aging_assets.lib.labels import (
 from ffhq_aging_assets.lib.masks import STATS_DESCRIPTIONS, STATS_SCHEMA
 from ffhq_aging_assets.lib.metadata import METADATA_SCHEMA
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
-from ffhq_aging_assets.metadata_values import column_schema
+from ffhq_aging_assets.metadata_values import column_schema, shared_input_result
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, LabelsLocation
 
@@ -85,22 +85,17 @@ def ffhq_aging_labels_csv(
     run. Rows that belong to no image (numbers outside 0..69999) are listed by a warning
     check of the combined labels.
     """
+
     def check(path: Path, _md5: str) -> dict[str, int]:
         summary = check_labels_file(path, CSV_NAME)
         return {"rows": summary.rows, "stray": len(summary.stray)}
 
     got = fetch_input(file_source.source, labels_location.spec, labels_csv_path(dataset), check)
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(got.path)),
-            "source": labels_location.url,
-            "bytes": got.size,
-            "md5": got.md5,
-            "rows": got.checked["rows"],
-            "rows_of_no_image": got.checked["stray"],
-            "fetched": got.fetched,
-        },
-        data_version=dg.DataVersion(got.md5),
+    return shared_input_result(
+        got,
+        labels_location.url,
+        rows=got.checked["rows"],
+        rows_of_no_image=got.checked["stray"],
     )
 
 

@@ -34,7 +34,7 @@ from ffhq_aging_assets.lib.masks import (
     write_precision_record,
 )
 from ffhq_aging_assets.lib.tables import write_table
-from ffhq_aging_assets.metadata_values import column_schema
+from ffhq_aging_assets.metadata_values import column_schema, shared_input_result
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, DeepLabWeights, FileSourceResource
 
@@ -97,17 +97,7 @@ def deeplab_checkpoint(
         return sum(p.numel() for p in model.parameters())
 
     got = fetch_input(file_source.source, deeplab_weights.spec, checkpoint_path(dataset), check)
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(got.path)),
-            "source": deeplab_weights.url,
-            "bytes": got.size,
-            "md5": got.md5,
-            "parameters": got.checked,
-            "fetched": got.fetched,
-        },
-        data_version=dg.DataVersion(got.md5),
-    )
+    return shared_input_result(got, deeplab_weights.url, parameters=got.checked)
 
 
 MASK_GATES = {

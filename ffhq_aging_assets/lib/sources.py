@@ -193,4 +193,3 @@ class PyDriveSource:
                 time.sleep(wait)
         assert last is not None
         raise last
-
