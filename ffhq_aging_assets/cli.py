@@ -142,10 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-rate",
         type=float,
         default=50_000,
-        help="a file fails unless it arrives at this many bytes/s at least, plus the grace [50000]",
+        help="a file fails once it falls this many bytes/s behind, after the grace [50000]",
     )
     b.add_argument(
-        "--deadline-grace", type=float, default=120, help="seconds added to each file's deadline"
+        "--deadline-grace",
+        type=float,
+        default=120,
+        help="seconds each file may take beyond its bytes at --min-rate [120]",
     )
     b.add_argument("--metadata-url", default=None, help="URL or path of ffhq-dataset-v2.json")
     b.add_argument("--metadata-md5", default=None, help="its md5 (with --metadata-url)")

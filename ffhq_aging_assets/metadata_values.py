@@ -24,9 +24,7 @@ def column_schema(schema: pa.Schema, descriptions: Mapping[str, str]) -> dg.Tabl
     )
 
 
-def shared_input_result(
-    got: SharedInput, source: str, **extra: Any
-) -> dg.MaterializeResult:
+def shared_input_result(got: SharedInput, source: str, **extra: Any) -> dg.MaterializeResult:
     """The materialization of a shared input: where it lies and came from, what it is."""
     return dg.MaterializeResult(
         metadata={

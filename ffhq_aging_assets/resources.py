@@ -129,16 +129,17 @@ class FileSourceResource(dg.ConfigurableResource):
         default=50_000.0,
         ge=1,
         description=(
-            "Slowest acceptable average download rate (bytes/s): each file must arrive, across "
-            "all attempts, within deadline_grace plus its size at this rate."
+            "Slowest acceptable average download rate (bytes/s): a file fails once, across all "
+            "its attempts, more than deadline_grace has passed beyond what arrived at this "
+            "rate (so at most deadline_grace plus its size at this rate)."
         ),
     )
     deadline_grace: float = Field(
         default=120.0,
         ge=1,
         description=(
-            "Seconds each file's deadline adds to its size at min_bytes_per_second; for a file "
-            "of unknown size, 1 s more for every min_bytes_per_second bytes received."
+            "Seconds each file may take beyond its bytes received at min_bytes_per_second: what "
+            "a server that never answers, or trickles, costs before the file fails."
         ),
     )
 

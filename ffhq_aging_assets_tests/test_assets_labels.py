@@ -105,6 +105,12 @@ def test_products_take_only_chunks_whose_gates_passed(
     assert all(table.column(c).null_count == 0 for c in table.column_names)
     assert table.schema.equals(TABLE_SCHEMA, check_metadata=False)
 
+    # Lists and links an earlier build left for images no group holds now are removed.
+    stale_list = root / "splits_64/males/train200-300.txt"
+    stale_link = root / "splits_64/layout/males/train200-300/02000.png"
+    for path in (stale_list, stale_link):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("02000.png\n")
     config = dg.RunConfig(
         ops={"training_splits": {"config": {"layout": True}}},
     )
@@ -131,6 +137,8 @@ def test_products_take_only_chunks_whose_gates_passed(
     splits = (root / "splits_64/splits.csv").read_text().splitlines()
     assert len(splits) == 1 + 2 * LIMIT and not any(s.startswith("200") for s in splits[1:])
     assert meta["age_distribution"]["images"].value == 2 * LIMIT
+    assert not stale_list.exists() and not stale_link.exists()
+    assert meta["training_splits"]["stale_removed"].value == 2
 
     manifest = json.loads((root / "manifest_64.json").read_text())
     assert "ffhq_aging64x64/00000/00000.png" in manifest["files"]

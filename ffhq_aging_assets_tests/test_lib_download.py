@@ -161,7 +161,9 @@ def test_refused_connection_is_said_plainly(tmp_path: Path) -> None:
 
 def test_deadline_follows_size_and_minimum_rate() -> None:
     policy = RetryPolicy(min_bytes_per_second=50_000, deadline_grace=120)
-    assert policy.deadline(4_000_000) == 200
+    assert policy.deadline(4_000_000) == 120  # nothing arrived yet: the grace alone
+    assert policy.deadline(4_000_000, received=1_000_000) == 140
+    assert policy.deadline(4_000_000, received=9_000_000) == 200  # never past the size
     assert policy.deadline(None) == 120
     assert policy.deadline(None, received=5_000_000) == 220
     with pytest.raises(ValueError):
@@ -185,10 +187,9 @@ def test_trickling_server_fails_within_the_deadline(drive, tmp_path: Path, sized
     assert not isinstance(err.value, ChecksumError)
     assert message.startswith(f"{spec.name}: gave up after 1 attempt from {url}: ")
     assert "did not arrive within its deadline of 2 s" in message
+    assert "(2 s, plus 1 s for every 50 kB received" in message
     if sized:
-        assert "(at least 50 kB/s for 1,300 bytes, plus 2 s)" in message
-    else:
-        assert "the size being unknown" in message
+        assert "at most 2 s for its 1,300 bytes" in message
     received = int(re.search(r"received ([\d,]+) bytes", message).group(1).replace(",", ""))
     assert 0 < received < len(SMALL)
     assert not leftover_temp_files(tmp_path)

@@ -257,6 +257,22 @@ def training_splits(
     for name, numbers in groups.items():
         with atomic_path(folder / f"{name}.txt") as tmp:
             tmp.write_text("".join(f"{image_name(n)}\n" for n in numbers))
+    # A list or link left from an earlier build (a chunk now left out by its gates, a group
+    # now empty) would still reach training: only this build's lists (and, when the layout is
+    # built, its links) stay.
+    wanted = {folder / f"{name}.txt" for name in groups}
+    wanted |= {
+        folder / "layout" / name / sub / image_name(n)
+        for name, numbers in groups.items()
+        for n in numbers
+        for sub in ("", "parsings")
+        if config.layout
+    }
+    stale = [p for p in folder.glob("*/*.txt") if p not in wanted]
+    if config.layout:
+        stale += [p for p in (folder / "layout").rglob("*.png") if p not in wanted]
+    for path in stale:
+        path.unlink()
     linked = copied = absent = 0
     if config.layout:
         for name, numbers in groups.items():
@@ -290,6 +306,7 @@ def training_splits(
             "layout_links": linked,
             "layout_copies": copied,
             "layout_absent": absent,
+            "stale_removed": len(stale),
         }
     )
 

@@ -141,13 +141,15 @@ class RetryPolicy:
         return max(wait, min(retry_after or 0.0, self.max_backoff))
 
     def deadline(self, size: int | None, received: int = 0) -> float:
-        """Seconds a whole file may take: ``deadline_grace`` plus its size at the minimum rate.
+        """Seconds a whole file may take so far: the grace, plus what arrived at the minimum rate.
 
-        When the size is unknown, the most bytes ``received`` by any attempt stand in for it:
-        a file arriving at least at ``min_bytes_per_second`` is never cut short, while one that
-        trickles or never starts is given up after about the grace.
+        ``received`` is the most bytes any attempt got, capped at the file's ``size`` when it
+        is known (so no file may take longer than the grace plus its size at the minimum rate).
+        A file arriving at least at ``min_bytes_per_second`` on average is never cut short; one
+        that trickles, or a server that never answers, is given up after about the grace,
+        however many attempts that leaves.
         """
-        counted = size if size is not None else received
+        counted = received if size is None else min(size, received)
         return self.deadline_grace + counted / self.min_bytes_per_second
 
 
@@ -324,10 +326,10 @@ class _Deadline:
     def describe(self) -> str:
         grace = _secs(self.policy.deadline_grace)
         rate = self.policy.min_bytes_per_second
-        if self.size is None:
-            terms = f"{grace}, plus 1 s for every {_amount(rate)} received, the size being unknown"
-        else:
-            terms = f"at least {_amount(rate)}/s for {self.size:,} bytes, plus {grace}"
+        terms = f"{grace}, plus 1 s for every {_amount(rate)} received"
+        if self.size is not None:
+            most = _secs(self.policy.deadline(self.size, self.size))
+            terms += f", at most {most} for its {self.size:,} bytes"
         return f"its deadline of {_secs(self.seconds)} ({terms})"
 
     def missed(self) -> str:
