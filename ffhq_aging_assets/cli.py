@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ffhq_aging_assets.lib.chunks import parse_partitions
+from ffhq_aging_assets.lib.layout import DatasetLayout
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -409,7 +410,7 @@ def verify(args: argparse.Namespace) -> int:
     from ffhq_aging_assets.lib.manifest import verify as check
 
     root = Path(args.root).resolve()
-    path = root / f"manifest_{args.resolution}.json"
+    path = DatasetLayout(root, args.resolution).manifest
     if not path.is_file():
         print(
             f"ffhq-aging verify: no manifest at {path}: materialize dataset_manifest first",
@@ -449,17 +450,18 @@ def colorize(args: argparse.Namespace) -> int:
         chunks = parse_partitions(args.partitions)
     except ValueError as exc:
         raise SystemExit(f"ffhq-aging: {exc}") from None
-    dataset = Path(args.root).resolve() / f"ffhq_aging{args.resolution}x{args.resolution}"
+    layout = DatasetLayout(Path(args.root).resolve(), args.resolution)
     total = 0
     for chunk in chunks:
-        masks = sorted((dataset / chunk / "parsings").glob("[0-9][0-9][0-9][0-9][0-9].png"))
+        masks = sorted(layout.parsings_dir(chunk).glob("[0-9][0-9][0-9][0-9][0-9].png"))
+        colours = layout.colour_masks_dir(chunk)
         for mask in masks:
-            face = dataset / chunk / mask.name if args.overlay else None
-            write_color(mask, dataset / chunk / "parsings_color" / mask.name, face)
-        print(f"chunk {chunk}: {len(masks)} colour masks in {dataset / chunk / 'parsings_color'}")
+            face = layout.chunk_dir(chunk) / mask.name if args.overlay else None
+            write_color(mask, colours / mask.name, face)
+        print(f"chunk {chunk}: {len(masks)} colour masks in {colours}")
         total += len(masks)
     if not total:
-        print(f"no masks under {dataset}: build segmentation_masks first")
+        print(f"no masks under {layout.dataset_dir}: build segmentation_masks first")
         return 1
     return 0
 

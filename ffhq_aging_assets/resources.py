@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
+from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets.lib.sources import (
     DriveHttpSource,
     Fetched,
@@ -42,26 +43,9 @@ class DatasetResource(dg.ConfigurableResource):
         return Path(self.root).expanduser().resolve()
 
     @property
-    def metadata_dir(self) -> Path:
-        """Where the metadata JSON, its per-chunk tables and the FFHQ LICENSE are kept."""
-        return self.root_path / "metadata"
-
-    @property
-    def dataset_dir(self) -> Path:
-        """The dataset folder the training code reads: ``ffhq_aging{R}x{R}``."""
-        return self.root_path / f"ffhq_aging{self.resolution}x{self.resolution}"
-
-    def chunk_dir(self, chunk: str) -> Path:
-        """Aligned images of one chunk."""
-        return self.dataset_dir / chunk
-
-    def sources_dir(self, chunk: str) -> Path:
-        """Where downloaded in-the-wild photos of a chunk wait to be aligned."""
-        return self.root_path / "sources" / "in-the-wild-images" / chunk
-
-    def table_path(self, asset: str, chunk: str) -> Path:
-        """The Parquet file of one asset and chunk."""
-        return self.root_path / "tables" / asset / f"{chunk}.parquet"
+    def layout(self) -> DatasetLayout:
+        """Every path of the dataset under this root, at this resolution."""
+        return DatasetLayout(self.root_path, self.resolution)
 
     @property
     def per_chunk_limit(self) -> int | None:

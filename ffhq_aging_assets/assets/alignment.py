@@ -47,7 +47,7 @@ def alignments(context: dg.AssetExecutionContext, dataset: DatasetResource) -> d
         [meta.column("pixel_width").to_numpy(), meta.column("pixel_height").to_numpy()], axis=1
     )
     table = geometry_table(numbers, landmarks_of(meta), sizes, dataset.resolution)
-    out = dataset.table_path(f"alignments_{dataset.resolution}", chunk)
+    out = dataset.layout.alignments_table(chunk)
     size = write_table(table, out)
     quads = table.column("quad").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     qsize = table.column("qsize").to_numpy()

@@ -71,10 +71,11 @@ def aligned_images(
     re-run redoes only those. The dataset folder gets FFHQ's LICENSE.
     """
     chunk = context.partition_key
+    layout = dataset.layout
     meta = chunk_metadata(dataset, chunk)
-    folder = dataset.chunk_dir(chunk)
+    folder = layout.chunk_dir(chunk)
     folder.mkdir(parents=True, exist_ok=True)
-    scratch = dataset.sources_dir(chunk)
+    scratch = layout.sources_dir(chunk)
     removed = remove_orphan_temp_files(folder) + remove_orphan_temp_files(scratch)
     if removed:
         context.log.info(f"chunk {chunk}: removed {len(removed)} files a killed writer left")
@@ -92,7 +93,7 @@ def aligned_images(
             ),
             landmarks=landmarks[i],
             pixel_md5=row["pixel_md5"] if config.verify_pixel_md5 else None,
-            dest=folder / image_name(row["image_number"]),
+            dest=layout.image(row["image_number"]),
         )
         for i, row in enumerate(columns.to_pylist())
     ]
@@ -154,8 +155,7 @@ def aligned_images(
 
 def _copy_license(dataset: DatasetResource) -> None:
     """Put FFHQ's LICENSE beside the images (the dataset is distributed under it)."""
-    src = dataset.metadata_dir / "LICENSE.txt"
-    dest = dataset.dataset_dir / "LICENSE.txt"
+    src, dest = dataset.layout.license_source, dataset.layout.license
     if not src.is_file():
         raise dg.Failure(f"no LICENSE at {src}: materialize ffhq_metadata_json first")
     remove_orphan_temp_files(dest.parent, dest.name)

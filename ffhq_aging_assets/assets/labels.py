@@ -68,11 +68,6 @@ LABEL_WARNINGS = {
 CSV_NAME = "ffhq_aging_labels.csv"
 
 
-def labels_csv_path(dataset: DatasetResource) -> Path:
-    """Where the shared labels CSV is kept under the root."""
-    return dataset.metadata_dir / CSV_NAME
-
-
 @dg.asset(group_name="labels", kinds={"csv"}, automation_condition=NIGHTLY_MISSING)
 def ffhq_aging_labels_csv(
     dataset: DatasetResource, file_source: FileSourceResource, labels_location: LabelsLocation
@@ -90,7 +85,7 @@ def ffhq_aging_labels_csv(
         summary = check_labels_file(path, CSV_NAME)
         return {"rows": summary.rows, "stray": len(summary.stray)}
 
-    got = fetch_input(file_source.source, labels_location.spec, labels_csv_path(dataset), check)
+    got = fetch_input(file_source.source, labels_location.spec, dataset.layout.labels_csv, check)
     return shared_input_result(
         got,
         labels_location.url,
@@ -122,11 +117,11 @@ def labels_table(
     chunk = context.partition_key
     start = time.perf_counter()
     numbers = expected_numbers(chunk, dataset.per_chunk_limit)
-    csv_path = labels_csv_path(dataset)
+    csv_path = dataset.layout.labels_csv
     if not csv_path.is_file():
         raise dg.Failure(f"no labels CSV at {csv_path}: materialize ffhq_aging_labels_csv first")
     parsed = parse_labels(csv_path, numbers, CSV_NAME)
-    stats_path = dataset.table_path(f"mask_stats_{dataset.resolution}", chunk)
+    stats_path = dataset.layout.mask_stats_table(chunk)
     if not stats_path.is_file():
         raise dg.Failure(
             f"chunk {chunk}: no mask statistics at {stats_path}: materialize segmentation_masks "
@@ -143,7 +138,7 @@ def labels_table(
         "split", pa.array(published_split(table.column("image_number").to_numpy()))
     )
     table = table.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA)
-    out = dataset.table_path(f"labels_{dataset.resolution}", chunk)
+    out = dataset.layout.labels_table(chunk)
     size = write_table(table, out)
     found = table.column("image_number").to_pylist()
     low = (

@@ -27,7 +27,6 @@ from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, MetadataLocations
 
 JSON_NAME = "ffhq-dataset-v2.json"
-PARSED_NAME = "ffhq-dataset-v2.parsed.json"
 
 
 @dg.asset(group_name="metadata", kinds={"json"}, automation_condition=NIGHTLY_MISSING)
@@ -48,16 +47,16 @@ def ffhq_metadata_json(
     short, an HTML page) is moved aside with an error saying so, and fetched again next run.
     """
     start = time.perf_counter()
-    folder = dataset.metadata_dir
-    json_path, parsed_path = folder / JSON_NAME, folder / PARSED_NAME
-    remove_orphan_temp_files(folder)
+    layout = dataset.layout
+    json_path, parsed_path = layout.metadata_json, layout.parsed_record
+    remove_orphan_temp_files(layout.metadata_dir)
 
     def parse(path: Path, md5: str) -> dict:
         with file_lock(parsed_path.with_name(f".{parsed_path.name}.lock")):
-            parsed = _stored_conversion(parsed_path, md5)
+            parsed = _stored_conversion(parsed_path, md5, layout.metadata_chunks_dir(md5))
             if parsed is None:
                 context.log.info(f"parsing {JSON_NAME} in one streaming pass")
-                parsed = _convert(path, md5, parsed_path)
+                parsed = _convert(path, md5, layout.metadata_chunks_dir(md5), parsed_path)
         return parsed
 
     # recheck: the parse keeps its own record per md5, and redoes it if its tables are gone.
@@ -65,7 +64,7 @@ def ffhq_metadata_json(
         file_source.source, metadata_locations.metadata, json_path, parse, recheck=True
     )
     license_copy = fetch_input(
-        file_source.source, metadata_locations.license, folder / "LICENSE.txt", _no_check
+        file_source.source, metadata_locations.license, layout.license_source, _no_check
     )
     parsed, size, md5 = got.checked, got.size, got.md5
     context.log.info(
@@ -93,9 +92,8 @@ def _no_check(path: Path, md5: str) -> None:
     return None
 
 
-def _convert(path: Path, md5: str, parsed_path: Path) -> dict:
-    """One pass over the JSON: every chunk's table, and the record of what it found."""
-    tables = path.parent / f"chunks-{md5}"
+def _convert(path: Path, md5: str, tables: Path, parsed_path: Path) -> dict:
+    """One pass over the JSON: every chunk's table in ``tables``, and the record of it."""
 
     def write(chunk: str, table: pa.Table) -> None:
         write_table(table, tables / f"{chunk}.parquet")
@@ -113,11 +111,11 @@ def _convert(path: Path, md5: str, parsed_path: Path) -> dict:
     return parsed
 
 
-def _stored_conversion(path: Path, md5: str) -> dict | None:
+def _stored_conversion(path: Path, md5: str, tables: Path) -> dict | None:
     """What the last complete pass over the JSON with this md5 recorded, if its tables exist."""
     try:
         parsed = json.loads(path.read_text())
-        if parsed["md5"] != md5 or not (path.parent / parsed["tables"]).is_dir():
+        if parsed["md5"] != md5 or not tables.is_dir():
             return None
         return parsed if isinstance(parsed["rows"], dict) else None
     except (OSError, ValueError, KeyError, TypeError):
@@ -131,10 +129,10 @@ def chunk_table(dataset: DatasetResource, chunk: str) -> pa.Table:
         dg.Failure: when ``ffhq_metadata_json`` has not been materialized under this root.
         MetadataError: when the file has no entries for this chunk, or a bad one.
     """
-    path = dataset.metadata_dir / PARSED_NAME
+    path = dataset.layout.parsed_record
     try:
         parsed = json.loads(path.read_text())
-        tables = dataset.metadata_dir / parsed["tables"]
+        tables = dataset.layout.metadata_chunks_dir(str(parsed["md5"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise dg.Failure(
             f"no parsed metadata at {path}: materialize ffhq_metadata_json first ({exc})"
@@ -182,7 +180,7 @@ def image_metadata(
             f"chunk {chunk} needs entries {numbers[0]}..{numbers[-1]}"
         )
     table = table.slice(0, len(numbers))
-    out = dataset.table_path("image_metadata", chunk)
+    out = dataset.layout.image_metadata_table(chunk)
     size = write_table(table, out)
     seconds = time.perf_counter() - start
     context.log.info(f"chunk {chunk}: {table.num_rows} rows in {seconds:.2f} s -> {out}")
@@ -224,7 +222,7 @@ def chunk_metadata(dataset: DatasetResource, chunk: str) -> pa.Table:
     Raises:
         dg.Failure: when the table has not been materialized under this root.
     """
-    path = dataset.table_path("image_metadata", chunk)
+    path = dataset.layout.image_metadata_table(chunk)
     if not path.is_file():
         raise dg.Failure(f"no image_metadata table at {path}: materialize image_metadata first")
     table = pq.read_table(path)

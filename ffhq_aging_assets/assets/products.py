@@ -10,7 +10,6 @@ import io
 import os
 import shutil
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -25,7 +24,6 @@ from ffhq_aging_assets.assets.labels import (
     DESCRIPTIONS,
     LABEL_GATES,
     ffhq_aging_labels_csv,
-    labels_csv_path,
     labels_table,
 )
 from ffhq_aging_assets.assets.metadata import IMAGE_METADATA_GATES
@@ -114,16 +112,7 @@ def _excluded_text(excluded: dict[str, str]) -> str:
 
 def built_chunks(dataset: DatasetResource) -> list[str]:
     """Chunks whose labels table exists under the root."""
-    return [
-        chunk
-        for chunk in CHUNK_KEYS
-        if dataset.table_path(f"labels_{dataset.resolution}", chunk).is_file()
-    ]
-
-
-def combined_path(dataset: DatasetResource) -> Path:
-    """Where the combined labels table lies."""
-    return dataset.root_path / "tables" / f"ffhq_aging_labels_{dataset.resolution}.parquet"
+    return [chunk for chunk in CHUNK_KEYS if dataset.layout.labels_table(chunk).is_file()]
 
 
 @dg.asset(
@@ -159,13 +148,13 @@ def ffhq_aging_labels(
             + (f" (left out: {_excluded_text(excluded)})" if excluded else "")
         )
     table = pa.concat_tables(
-        [pq.read_table(dataset.table_path(f"labels_{dataset.resolution}", c)) for c in present]
+        [pq.read_table(dataset.layout.labels_table(chunk)) for chunk in present]
     )
     table = table.sort_by("image_number")
-    out = combined_path(dataset)
+    out = dataset.layout.combined_labels
     write_table(table, out)
     context.log.info(f"{table.num_rows} rows from {len(present)} chunks; missing {len(missing)}")
-    stray = stray_rows(labels_csv_path(dataset), CSV_NAME)
+    stray = stray_rows(dataset.layout.labels_csv, CSV_NAME)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out)),
@@ -190,14 +179,14 @@ def age_distribution(dataset: DatasetResource) -> dg.MaterializeResult:
 
     A PNG (shown here), with the counts as numbers.
     """
-    table = pq.read_table(combined_path(dataset), columns=["age_group", "gender"])
+    table = pq.read_table(dataset.layout.combined_labels, columns=["age_group", "gender"])
     counts: dict[str, dict[str, int]] = {"male": {}, "female": {}}
     for age, gender in zip(
         table.column("age_group").to_pylist(), table.column("gender").to_pylist(), strict=True
     ):
         counts[gender][age] = counts[gender].get(age, 0) + 1
     image = age_gender_histogram(counts, AGE_GROUPS, f"FFHQ-Aging: {table.num_rows:,} images")
-    out = dataset.root_path / "reports" / f"age_distribution_{dataset.resolution}.png"
+    out = dataset.layout.age_report
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     with atomic_path(out) as tmp:
@@ -236,10 +225,12 @@ def training_splits(
     ``parsings/``), hard-linked to the dataset.
     """
     table = pq.read_table(
-        combined_path(dataset), columns=["image_number", "age_group", "gender", "kept", "split"]
+        dataset.layout.combined_labels,
+        columns=["image_number", "age_group", "gender", "kept", "split"],
     )
     rows = table.to_pylist()
-    folder = dataset.root_path / f"splits_{dataset.resolution}"
+    layout = dataset.layout
+    folder = layout.splits_dir
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["image_number", "split", "gender", "age_group", "kept"])
@@ -252,35 +243,33 @@ def training_splits(
             groups.setdefault(f"{r['gender']}s/{r['split']}{r['age_group']}", []).append(
                 r["image_number"]
             )
-    with atomic_path(folder / "splits.csv") as tmp:
+    with atomic_path(layout.splits_table) as tmp:
         tmp.write_text(buf.getvalue())
     for name, numbers in groups.items():
-        with atomic_path(folder / f"{name}.txt") as tmp:
+        with atomic_path(layout.split_list(name)) as tmp:
             tmp.write_text("".join(f"{image_name(n)}\n" for n in numbers))
     # A list or link left from an earlier build (a chunk now left out by its gates, a group
     # now empty) would still reach training: only this build's lists (and, when the layout is
     # built, its links) stay.
-    wanted = {folder / f"{name}.txt" for name in groups}
+    wanted = {layout.split_list(name) for name in groups}
     wanted |= {
-        folder / "layout" / name / sub / image_name(n)
+        layout.split_file(name, n, mask)
         for name, numbers in groups.items()
         for n in numbers
-        for sub in ("", "parsings")
+        for mask in (False, True)
         if config.layout
     }
     stale = [p for p in folder.glob("*/*.txt") if p not in wanted]
     if config.layout:
-        stale += [p for p in (folder / "layout").rglob("*.png") if p not in wanted]
+        stale += [p for p in layout.split_folders.rglob("*.png") if p not in wanted]
     for path in stale:
         path.unlink()
     linked = copied = absent = 0
     if config.layout:
         for name, numbers in groups.items():
             for n in numbers:
-                chunk = f"{n - n % 1000:05d}"
-                for sub in ("", "parsings"):
-                    src = dataset.chunk_dir(chunk) / sub / image_name(n)
-                    dest = folder / "layout" / name / sub / image_name(n)
+                for mask, src in ((False, layout.image(n)), (True, layout.mask(n))):
+                    dest = layout.split_file(name, n, mask)
                     if not src.is_file():
                         absent += 1
                         continue
@@ -311,11 +300,6 @@ def training_splits(
     )
 
 
-def manifest_path(dataset: DatasetResource) -> Path:
-    """Where the dataset manifest lies."""
-    return dataset.root_path / f"manifest_{dataset.resolution}.json"
-
-
 @dg.asset(group_name="products", deps=[ffhq_aging_labels, training_splits], kinds={"json"})
 def dataset_manifest(
     context: dg.AssetExecutionContext, dataset: DatasetResource
@@ -329,10 +313,10 @@ def dataset_manifest(
     start = time.perf_counter()
     excluded = gate_verdicts(context.instance, built_chunks(dataset))
     manifest = build_manifest(dataset.root_path, dataset.resolution, excluded)
-    write_manifest(manifest, manifest_path(dataset))
+    write_manifest(manifest, dataset.layout.manifest)
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(manifest_path(dataset))),
+            "path": dg.MetadataValue.path(str(dataset.layout.manifest)),
             "files": len(manifest["files"]),
             "chunks_excluded": dg.MetadataValue.md(_excluded_text(excluded)),
             "bytes": sum(e["size"] for e in manifest["files"].values()),

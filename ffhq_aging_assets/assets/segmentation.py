@@ -18,7 +18,7 @@ from ffhq_aging_assets.assets.images import aligned_images
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
-from ffhq_aging_assets.lib.chunks import expected_numbers, image_name
+from ffhq_aging_assets.lib.chunks import expected_numbers
 from ffhq_aging_assets.lib.files import orphan_temp_files, remove_orphan_temp_files
 from ffhq_aging_assets.lib.images import is_valid_image
 from ffhq_aging_assets.lib.inputs import fetch_input
@@ -73,11 +73,6 @@ class SegmentConfig(dg.Config):
     )
 
 
-def checkpoint_path(dataset: DatasetResource) -> Path:
-    """Where the shared segmentation checkpoint is kept under the root."""
-    return dataset.root_path / "models" / "deeplab_model.pth"
-
-
 @dg.asset(group_name="segmentation", kinds={"pytorch"}, automation_condition=NIGHTLY_MISSING)
 def deeplab_checkpoint(
     dataset: DatasetResource, file_source: FileSourceResource, deeplab_weights: DeepLabWeights
@@ -96,7 +91,7 @@ def deeplab_checkpoint(
         model = load_deeplab(path)
         return sum(p.numel() for p in model.parameters())
 
-    got = fetch_input(file_source.source, deeplab_weights.spec, checkpoint_path(dataset), check)
+    got = fetch_input(file_source.source, deeplab_weights.spec, dataset.layout.checkpoint, check)
     return shared_input_result(got, deeplab_weights.url, parameters=got.checked)
 
 
@@ -155,25 +150,25 @@ def segmentation_masks(
 
     chunk = context.partition_key
     numbers = list(expected_numbers(chunk, dataset.per_chunk_limit))
-    faces = [dataset.chunk_dir(chunk) / image_name(n) for n in numbers]
+    layout = dataset.layout
+    faces = [layout.image(n) for n in numbers]
     absent = [n for n, f in zip(numbers, faces, strict=True) if not f.is_file()]
     if absent:
         raise dg.Failure(
             f"chunk {chunk}: {len(absent)} aligned images are missing (first {absent[0]:05d}): "
             "materialize aligned_images first"
         )
-    folder = dataset.chunk_dir(chunk) / "parsings"
+    folder = layout.parsings_dir(chunk)
     removed = remove_orphan_temp_files(folder)
     if removed:
         context.log.info(f"chunk {chunk}: removed {len(removed)} files a killed writer left")
-    masks = [folder / image_name(n) for n in numbers]
+    masks = [layout.mask(n) for n in numbers]
     todo = [i for i, m in enumerate(masks) if not is_valid_image(m, dataset.resolution, "L")]
     device = resolve_device(config.device)
     batch = config.batch_size or (32 if device.type == "cuda" else 4)
     compiled = config.compile and device.type == "cuda"
     precision = config.precision if device.type == "cuda" else "fp32"
-    record_path = dataset.root_path / "tables" / f"mask_fidelity_{dataset.resolution}"
-    record_path = record_path / f"{chunk}.json"
+    record_path = layout.precision_record(chunk)
     try:
         record = read_precision_record(record_path) if len(todo) < len(numbers) else None
     except ValueError as exc:
@@ -181,11 +176,11 @@ def segmentation_masks(
     start = time.perf_counter()
     run, prepared, measured = None, 0.0, None
     if todo:
-        weights = checkpoint_path(dataset)
+        weights = dataset.layout.checkpoint
         if not weights.is_file():
             raise dg.Failure(f"no checkpoint at {weights}: materialize deeplab_checkpoint first")
         cache = Path(
-            os.environ.get("TORCHINDUCTOR_CACHE_DIR") or dataset.root_path / "cache/torchinductor"
+            os.environ.get("TORCHINDUCTOR_CACHE_DIR") or layout.compile_cache
         )
         model = prepare_model(
             load_deeplab(weights), device, compile=compiled, cache_dir=cache if compiled else None
@@ -230,7 +225,7 @@ def segmentation_masks(
     malformed = [n for n, m in zip(numbers, masks, strict=True) if m.is_file() and m not in valid]
     valid_numbers = [n for n, m in zip(numbers, masks, strict=True) if m in valid]
     stats = mask_stats(valid_numbers, [read_mask(m) for m in valid])
-    size = write_table(stats, dataset.table_path(f"mask_stats_{dataset.resolution}", chunk))
+    size = write_table(stats, layout.mask_stats_table(chunk))
     checks = gate_results(
         "segmentation_masks",
         [

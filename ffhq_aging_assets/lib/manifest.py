@@ -19,6 +19,7 @@ from typing import Any
 
 from ffhq_aging_assets.lib.chunks import CHUNK_KEYS
 from ffhq_aging_assets.lib.files import TEMP_MARKER, atomic_path
+from ffhq_aging_assets.lib.layout import DatasetLayout
 
 VERSION = 2
 
@@ -69,17 +70,18 @@ def dataset_files(root: Path, resolution: int, excluded_chunks: Iterable[str] = 
     unknown = sorted(excluded - set(CHUNK_KEYS))
     if unknown:
         raise ValueError(f"not chunk keys: {', '.join(map(repr, unknown))}")
-    suffix = f"_{resolution}"
-    tables = root / "tables"
-    folders = [tables / "image_metadata", root / f"splits{suffix}"]
-    files = list(_walk(root / f"ffhq_aging{resolution}x{resolution}", skipped=excluded))
+    layout = DatasetLayout(root, resolution)
+    suffix = layout.suffix
+    tables = layout.tables_dir
+    folders = [tables / "image_metadata", layout.splits_dir]
+    files = list(_walk(layout.dataset_dir, skipped=excluded))
     if tables.is_dir():
         for entry in tables.iterdir():
             if entry.name.endswith(suffix) and entry.is_dir():
                 folders.append(entry)
             elif entry.name.endswith(f"{suffix}.parquet"):
                 files.append(entry)
-    reports = root / "reports"
+    reports = layout.reports_dir
     if reports.is_dir():
         files += [p for p in reports.iterdir() if p.name.endswith(f"{suffix}.png")]
     skipped_tables = {f"{chunk}{ext}" for chunk in excluded for ext in (".parquet", ".json")}
