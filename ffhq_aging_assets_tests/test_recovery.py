@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from ffhq_aging_assets.lib.processes import host_tag
-from ffhq_aging_assets_tests.conftest import serve_synthetic
+from ffhq_aging_assets_tests.conftest import SyntheticFFHQ, serve_synthetic
 from ffhq_aging_assets_tests.test_cli import cli, source_args
 
 LIMIT = 8
@@ -80,16 +80,22 @@ def temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if ".partial-" in p.name]
 
 
+def slow_chunk(drive, tmp_path: Path, stall: float) -> SyntheticFFHQ:
+    """Chunk 00000's first LIMIT photos, each stalling ``stall`` seconds once, so builds last."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    served = serve_synthetic(drive, folder, count=1100, photos=range(LIMIT))
+    drive.stall_seconds = stall
+    for n in range(LIMIT):
+        drive.fail(f"wildPhoto{n:05d}x", "slow")
+    return served
+
+
 @pytest.mark.slow
 def test_build_killed_in_images_and_in_segmentation_finishes_when_run_again(
     drive, tmp_path: Path, dagster_home: Path, seeded_checkpoint: Path
 ) -> None:
-    served_dir = tmp_path / "served"
-    served_dir.mkdir()
-    served = serve_synthetic(drive, served_dir, count=1100, photos=range(LIMIT))
-    drive.stall_seconds = 1.0
-    for n in range(LIMIT):
-        drive.fail(f"wildPhoto{n:05d}x", "slow")
+    served = slow_chunk(drive, tmp_path, stall=1.0)
     args = build_args(seeded_checkpoint) + source_args(served)
     chunk = tmp_path / "out/ffhq_aging64x64/00000"
     parsings = chunk / "parsings"
@@ -130,13 +136,7 @@ def test_build_killed_in_images_and_in_segmentation_finishes_when_run_again(
 def test_two_builds_at_once_share_the_work(
     drive, tmp_path: Path, dagster_home: Path, seeded_checkpoint: Path
 ) -> None:
-    served_dir = tmp_path / "served"
-    served_dir.mkdir()
-    photos = range(LIMIT)
-    served = serve_synthetic(drive, served_dir, count=1100, photos=photos)
-    drive.stall_seconds = 0.5
-    for n in photos:
-        drive.fail(f"wildPhoto{n:05d}x", "slow")
+    served = slow_chunk(drive, tmp_path, stall=0.5)
     # Create the instance's storage once before two processes open it.
     dg.DagsterInstance.from_config(str(dagster_home)).get_runs()
     # The same chunk from both: every image is wanted by two processes at once.
@@ -146,7 +146,7 @@ def test_two_builds_at_once_share_the_work(
     )
     outs = [p.communicate(timeout=900)[0] for p in (one, two)]
     assert one.returncode == 0 and two.returncode == 0, "\n".join(outs)
-    for n in photos:
+    for n in range(LIMIT):
         assert drive.body_requests[f"wildPhoto{n:05d}x"] == 1, f"photo {n} fetched twice"
     assert not temp_files(tmp_path / "out")
     verify = cli(["verify", "--root", "out", "--resolution", "64"], tmp_path, dagster_home)
