@@ -1,8 +1,8 @@
 """Alignment: per-image time of both modes, and chunk throughput from a loopback fake Drive.
 
 Usage:
-    python benchmarks/align.py frames [--repeats 2]
-    python benchmarks/align.py chunk [--images 100] [--threads 8] [--processes 0] [--size 1600x1200]
+    python -m benchmarks.align frames [--repeats 2]
+    python -m benchmarks.align chunk [--images 100] [--threads 8] [--processes 0] [--size 1600x1200]
 
 ``frames``: synthetic photos of 2400x1800 and 4000x3000 with the face centred, at a border
 and close up; each mode aligns each (already decoded) frame at 256 and 1024, ``--repeats``
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -29,10 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ffhq_aging_assets.lib.align import align_face  # noqa: E402
-from ffhq_aging_assets.lib.synthetic import face_template, synthetic_photo  # noqa: E402
+from ffhq_aging_assets.lib.align import align_face
+from ffhq_aging_assets_tests.synthetic import face_template, synthetic_photo
 
 KINDS = {"centre": 0.25, "border": 0.22, "closeup": 0.6}
 
@@ -115,8 +112,8 @@ def chunk(images: int, threads: int, processes: int, size: str) -> None:
     from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
     from ffhq_aging_assets.lib.images import ImageJob, align_chunk
     from ffhq_aging_assets.lib.sources import DriveHttpSource
-    from ffhq_aging_assets_tests.conftest import photo_file
     from ffhq_aging_assets_tests.fake_drive import FakeDrive
+    from ffhq_aging_assets_tests.fixtures import photo_file
 
     width, height = (int(v) for v in size.split("x"))
     drive = FakeDrive().start()

@@ -24,12 +24,12 @@ torch.cuda.get_device_properties(0))" | tee -a "$OUT/gpu.txt"
 FFHQ_TEST_COMPILE_CACHE="$WORK/inductor-tests" timeout 110 python3 -m pytest -c /dev/null \
   --rootdir . -p no:cacheprovider -m gpu -k "${PYTEST_K:-}" -q -rs --durations=0 \
   ffhq_aging_assets_tests/test_lib_segment.py 2>&1 | grep -v '^DEBUG' | tee "$OUT/pytest.log"
-timeout 420 python3 benchmarks/segment.py chunk --work "$WORK" --device cuda --images "$IMAGES" \
+timeout 420 python3 -m benchmarks.segment chunk --work "$WORK" --device cuda --images "$IMAGES" \
   --resolution "$RES" --batch-size 64 \
   --variants eager,eager-fp32,eager-fp32-nchw,eager-fp32-nchw-search,cold,warm,eager-fp32-search \
   --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
 if [ "${THROUGHPUT:-0}" = 1 ]; then
-  timeout 120 python3 benchmarks/segment.py throughput --device cuda --images 512 \
+  timeout 120 python3 -m benchmarks.segment throughput --device cuda --images 512 \
     --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
     --variants eager-bf16:64,eager-fp32:64,compiled-bf16:64 \
     --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"

@@ -1,6 +1,6 @@
 """Labels CSV: what checking the whole file costs once per fetch, and parsing one chunk per step.
 
-Usage: python benchmarks/labels_check.py [--rows 70000] [--rounds 5]
+Usage: python -m benchmarks.labels_check [--rows 70000] [--rounds 5]
 
 Writes a synthetic ``ffhq_aging_labels.csv`` with the published columns (benchmarks/.cache,
 once), then times ``check_labels_file`` (the ``ffhq_aging_labels_csv`` asset's check) and
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ffhq_aging_assets.lib.chunks import chunk_range
 from ffhq_aging_assets.lib.labels import check_labels_file, parse_labels
-from ffhq_aging_assets.lib.synthetic import write_labels_csv
+from ffhq_aging_assets_tests.synthetic import write_labels_csv
 
 CACHE = Path(__file__).parent / ".cache"
 

@@ -1,6 +1,6 @@
 """How a face loader slows the thread that launches the model's kernels, threads vs processes.
 
-Usage: python benchmarks/loader_contention.py [--seconds 3] [--size 1024]
+Usage: python -m benchmarks.loader_contention [--seconds 3] [--size 1024]
 
 On CUDA the main thread spends its time in Python launching kernels; a loader decoding PNGs
 on threads of the same process takes the interpreter lock from it, a loader process does not.

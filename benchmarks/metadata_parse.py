@@ -1,6 +1,6 @@
 """Metadata parse: time and peak memory against ``json.load`` on a 70,000-entry JSON.
 
-Usage: python benchmarks/metadata_parse.py [--entries 70000] [--rounds 2]
+Usage: python -m benchmarks.metadata_parse [--entries 70000] [--rounds 2]
 
 Generates a synthetic JSON in the published layout under benchmarks/.cache (once), then runs
 each variant in a fresh process, alternating their order between rounds:
@@ -83,8 +83,8 @@ def main() -> None:
         return
 
     from ffhq_aging_assets.lib.metadata import convert
-    from ffhq_aging_assets.lib.synthetic import write_ffhq_json
     from ffhq_aging_assets.lib.tables import write_table
+    from ffhq_aging_assets_tests.synthetic import write_ffhq_json
 
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"ffhq-dataset-v2-synthetic-{args.entries}.json"

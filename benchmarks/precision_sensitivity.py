@@ -1,6 +1,6 @@
 """How far rounding moves the masks of a DeepLab: fp32 and bf16 against fp64, on the CPU.
 
-Usage: python benchmarks/precision_sensitivity.py [--faces 2] [--damp 0.2 0.05]
+Usage: python -m benchmarks.precision_sensitivity [--faces 2] [--damp 0.2 0.05]
 
 Random weights are not trained weights: the seeded ones (DESIGN.md) give every residual branch
 full weight through 33 blocks, and rounding errors grow through them. This measures it on the
@@ -21,7 +21,7 @@ import torch
 
 from ffhq_aging_assets.lib.deeplab import build_deeplab
 from ffhq_aging_assets.lib.segment import normalize, prepare_model, published_input
-from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state
+from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state
 
 DATA = Path(__file__).resolve().parents[1] / "ffhq_aging_assets_tests" / "data" / "deeplab"
 

@@ -1,9 +1,9 @@
 """Segmentation throughput: the published per-image loop against the batched engine.
 
 Usage:
-    python benchmarks/segment.py throughput [--device cpu|cuda] [--images 16]
+    python -m benchmarks.segment throughput [--device cpu|cuda] [--images 16]
         [--variants eager-fp32:4,compiled-bf16:64] [--published-images 16] [--json out.json]
-    python benchmarks/segment.py chunk --work DIR [--device cuda] [--images 1000]
+    python -m benchmarks.segment chunk --work DIR [--device cuda] [--images 1000]
         [--resolution 1024] [--batch-size 64] [--precision bf16] [--variants eager,cold,warm]
 
 Seeded random weights in the published architecture (trained weights cannot be fetched here).
@@ -61,7 +61,7 @@ from ffhq_aging_assets.lib.segment import (
     segment_images,
     strict_fp32,
 )
-from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state, write_published_checkpoint
+from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state, write_published_checkpoint
 
 DATA = Path(__file__).resolve().parents[1] / "ffhq_aging_assets_tests" / "data" / "deeplab"
 

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state, write_published_checkpoint
-from ffhq_aging_assets_tests.conftest import serve_synthetic
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
+from ffhq_aging_assets_tests.fixtures import serve_synthetic
+from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state, write_published_checkpoint
 
 
 def main() -> None:

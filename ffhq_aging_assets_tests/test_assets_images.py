@@ -18,7 +18,7 @@ from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
 from ffhq_aging_assets.lib.align import align_face
 from ffhq_aging_assets.lib.files import leftover_temp_files
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, MetadataLocations
-from ffhq_aging_assets_tests.conftest import SyntheticFFHQ, serve_synthetic
+from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 
 ASSETS = [ffhq_metadata_json, image_metadata, alignments, aligned_images]
 PHOTOS = range(1000, 1012)

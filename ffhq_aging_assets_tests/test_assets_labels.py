@@ -24,7 +24,7 @@ from ffhq_aging_assets.resources import (
     LabelsLocation,
     MetadataLocations,
 )
-from ffhq_aging_assets_tests.conftest import serve_synthetic
+from ffhq_aging_assets_tests.fixtures import serve_synthetic
 
 SHARED = [ffhq_metadata_json, ffhq_aging_labels_csv, deeplab_checkpoint]
 CHUNK = [image_metadata, alignments, aligned_images, segmentation_masks, labels_table]

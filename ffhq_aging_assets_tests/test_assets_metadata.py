@@ -6,7 +6,7 @@ import pytest
 
 from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, MetadataLocations
-from ffhq_aging_assets_tests.conftest import SyntheticFFHQ, serve_synthetic
+from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 
 ASSETS = [ffhq_metadata_json, image_metadata]
 

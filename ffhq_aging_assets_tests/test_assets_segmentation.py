@@ -17,7 +17,7 @@ from ffhq_aging_assets.resources import (
     FileSourceResource,
     MetadataLocations,
 )
-from ffhq_aging_assets_tests.conftest import serve_synthetic
+from ffhq_aging_assets_tests.fixtures import serve_synthetic
 
 ASSETS = [
     ffhq_metadata_json,

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffhq_aging_assets.cli import build_parser, run_config
-from ffhq_aging_assets_tests.conftest import SyntheticFFHQ, serve_synthetic
+from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 
 
 def cli(

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ffhq_aging_assets.executors import CELERY_SETTINGS, executor_from_env
-from ffhq_aging_assets_tests.conftest import serve_synthetic
+from ffhq_aging_assets_tests.fixtures import serve_synthetic
 from ffhq_aging_assets_tests.test_cli import cli, source_args
 
 PROJECT = Path(__file__).parents[1]

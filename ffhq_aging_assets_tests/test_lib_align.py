@@ -6,7 +6,7 @@ import PIL.Image
 import pytest
 
 from ffhq_aging_assets.lib.align import AlignmentError, align_face, crop_geometry
-from ffhq_aging_assets.lib.synthetic import face_template, synthetic_photo
+from ffhq_aging_assets_tests.synthetic import face_template, synthetic_photo
 
 DATA = Path(__file__).parent / "data" / "alignment"
 CASES = json.loads((DATA / "cases.json").read_text())

@@ -13,7 +13,7 @@ from ffhq_aging_assets.lib.deeplab import (
     fold_weight_standardization,
     load_deeplab,
 )
-from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state
+from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state
 
 DATA = Path(__file__).parent / "data" / "deeplab"
 

@@ -6,7 +6,7 @@ import PIL.Image
 import pytest
 
 from ffhq_aging_assets.lib.images import ImageError, align_file, contact_sheet, is_valid_image
-from ffhq_aging_assets.lib.synthetic import face_template, synthetic_photo
+from ffhq_aging_assets_tests.synthetic import face_template, synthetic_photo
 
 
 def test_is_valid_image_rejects_wrong_size_mode_and_truncation(tmp_path: Path) -> None:

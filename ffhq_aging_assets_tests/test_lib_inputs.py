@@ -7,7 +7,7 @@ from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
 from ffhq_aging_assets.lib.inputs import InputError, fetch_input
 from ffhq_aging_assets.lib.labels import check_labels_file
 from ffhq_aging_assets.lib.sources import DriveHttpSource
-from ffhq_aging_assets.lib.synthetic import write_labels_csv
+from ffhq_aging_assets_tests.synthetic import write_labels_csv
 
 SOURCE = DriveHttpSource(RetryPolicy(attempts=2, backoff=0.01))
 HTML = b"<!-- served by a proxy -->\n<html><body>Sign in</body></html>\n"

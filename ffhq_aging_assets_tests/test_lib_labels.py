@@ -10,7 +10,7 @@ from ffhq_aging_assets.lib.labels import (
     published_split,
     stray_rows,
 )
-from ffhq_aging_assets.lib.synthetic import write_labels_csv
+from ffhq_aging_assets_tests.synthetic import write_labels_csv
 
 HEADER = (
     "image_number,age_group,age_group_confidence,gender,gender_confidence,head_pitch,head_roll,"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ffhq_aging_assets.lib import metadata as m
-from ffhq_aging_assets.lib.synthetic import write_ffhq_json
+from ffhq_aging_assets_tests.synthetic import write_ffhq_json
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from ffhq_aging_assets.lib.segment import (
     segment_files,
     segment_images,
 )
-from ffhq_aging_assets.lib.synthetic import seeded_deeplab_state
+from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state
 
 DATA = Path(__file__).parent / "data" / "deeplab"
 

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from ffhq_aging_assets.lib.processes import host_tag
-from ffhq_aging_assets_tests.conftest import SyntheticFFHQ, serve_synthetic
+from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 from ffhq_aging_assets_tests.test_cli import cli, source_args
 
 LIMIT = 8

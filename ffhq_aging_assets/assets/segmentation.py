@@ -179,9 +179,7 @@ def segmentation_masks(
         weights = dataset.layout.checkpoint
         if not weights.is_file():
             raise dg.Failure(f"no checkpoint at {weights}: materialize deeplab_checkpoint first")
-        cache = Path(
-            os.environ.get("TORCHINDUCTOR_CACHE_DIR") or layout.compile_cache
-        )
+        cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or layout.compile_cache)
         model = prepare_model(
             load_deeplab(weights), device, compile=compiled, cache_dir=cache if compiled else None
         )
