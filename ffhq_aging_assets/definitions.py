@@ -23,9 +23,6 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
         [metadata, alignment, images, segmentation, labels, products]
     ),
-    asset_checks=dg.load_asset_checks_from_modules(
-        [metadata, alignment, images, segmentation, labels, products]
-    ),
     jobs=JOBS,
     sensors=[nightly_backfill, dead_runs_sensor],
     resources={

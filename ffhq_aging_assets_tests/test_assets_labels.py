@@ -7,7 +7,7 @@ import pytest
 
 from ffhq_aging_assets.assets.alignment import alignments
 from ffhq_aging_assets.assets.images import aligned_images
-from ffhq_aging_assets.assets.labels import TABLE_SCHEMA, ffhq_aging_labels_csv, labels_table
+from ffhq_aging_assets.assets.labels import ffhq_aging_labels_csv, labels_table
 from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
 from ffhq_aging_assets.assets.products import (
     age_distribution,
@@ -17,6 +17,7 @@ from ffhq_aging_assets.assets.products import (
 )
 from ffhq_aging_assets.assets.segmentation import deeplab_checkpoint, segmentation_masks
 from ffhq_aging_assets.cli import main
+from ffhq_aging_assets.lib.labels_table import TABLE_SCHEMA
 from ffhq_aging_assets.resources import (
     DatasetResource,
     DeepLabWeights,

@@ -5,9 +5,9 @@ import time
 import dagster as dg
 import numpy as np
 
-from ffhq_aging_assets.assets.metadata import chunk_metadata, image_metadata, landmarks_of
+from ffhq_aging_assets.assets.metadata import chunk_metadata, landmarks_of
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
-from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.checks import ALIGNMENT_GATES, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.geometry_table import (
     GEOMETRY_DESCRIPTIONS,
@@ -19,14 +19,12 @@ from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource
 
-ALIGNMENT_GATES = {"geometry_valid": "Every crop geometry is finite, with a positive size."}
-
 
 @dg.asset(
     group_name="alignment",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=[image_metadata],
+    deps=["image_metadata"],
     kinds={"parquet"},
     check_specs=gate_specs("alignments", ALIGNMENT_GATES),
 )

@@ -6,10 +6,9 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from ffhq_aging_assets.assets.alignment import alignments
-from ffhq_aging_assets.assets.metadata import chunk_metadata, image_metadata, landmarks_of
+from ffhq_aging_assets.assets.metadata import chunk_metadata, landmarks_of
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
-from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.checks import IMAGE_GATES, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import image_name
 from ffhq_aging_assets.lib.download import FileSpec
@@ -38,19 +37,11 @@ class AlignConfig(dg.Config):
     )
 
 
-IMAGE_GATES = {
-    "image_count": "Every image of the chunk (1,000, or the configured limit) exists.",
-    "image_format": "Every image decodes as an R x R RGB PNG.",
-    "no_temp_files": "No temporary file of a dead writer is left in the chunk's folder or its "
-    "downloaded photos (the step removes them as it starts).",
-}
-
-
 @dg.asset(
     group_name="images",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=[image_metadata, alignments],
+    deps=["image_metadata", "alignments"],
     kinds={"png"},
     check_specs=gate_specs("aligned_images", IMAGE_GATES),
 )

@@ -5,70 +5,27 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ffhq_aging_assets.assets.metadata import chunk_metadata, image_metadata
-from ffhq_aging_assets.assets.segmentation import segmentation_masks
+from ffhq_aging_assets.assets.metadata import chunk_metadata
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
-from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.checks import LABEL_GATES, LABEL_WARNINGS, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
 from ffhq_aging_assets.lib.inputs import fetch_input
-from ffhq_aging_assets.lib.labels import (
-    LABEL_DESCRIPTIONS,
-    LABELS_SCHEMA,
-    check_labels_file,
-    parse_labels,
-    published_filter,
-    published_split,
-)
-from ffhq_aging_assets.lib.masks import STATS_DESCRIPTIONS, STATS_SCHEMA
-from ffhq_aging_assets.lib.metadata import METADATA_SCHEMA
+from ffhq_aging_assets.lib.labels import check_labels_file, parse_labels
+from ffhq_aging_assets.lib.labels_table import DESCRIPTIONS, join_labels, low_confidence_rows
+from ffhq_aging_assets.lib.layout import LABELS_CSV
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
 from ffhq_aging_assets.metadata_values import column_schema, shared_input_result
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, LabelsLocation
 
 LOW_CONFIDENCE_WARNING = 0.25
-META_COLUMNS = ("category", "license", "author", "photo_url")
-DESCRIPTIONS = {
-    **LABEL_DESCRIPTIONS,
-    **STATS_DESCRIPTIONS,
-    "category": "FFHQ's own split: training or validation",
-    "license": "Flickr license of the photo",
-    "author": "Flickr author",
-    "photo_url": "the photo on Flickr",
-    "kept": "kept by the published filter of the FFHQ-Aging training code",
-    "split": "train below image 69,000, test from it on",
-}
-# The one schema of every chunk's labels table: the CSV's fields, the photo's metadata as the
-# metadata table types it, the mask fractions (never null: a chunk without its mask statistics
-# fails), the filter and the split.
-TABLE_SCHEMA = pa.schema(
-    [
-        *LABELS_SCHEMA,
-        *(METADATA_SCHEMA.field(name) for name in META_COLUMNS),
-        *(field for field in STATS_SCHEMA if field.name not in ("image_number", "max_class")),
-        pa.field("kept", pa.bool_(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-    ]
-)
-
-LABEL_GATES = {
-    "label_numbers": "Exactly the chunk's image numbers, once each.",
-    "label_domains": "Every field in its domain, with the -1 rule for missing attributes.",
-}
-LABEL_WARNINGS = {
-    "label_confidence": "Share of rows below the published confidence thresholds (informs)."
-}
 
 
-CSV_NAME = "ffhq_aging_labels.csv"
-
-
-@dg.asset(group_name="labels", kinds={"csv"}, automation_condition=NIGHTLY_MISSING)
+@dg.asset(group_name="inputs", kinds={"csv"}, automation_condition=NIGHTLY_MISSING)
 def ffhq_aging_labels_csv(
     dataset: DatasetResource, file_source: FileSourceResource, labels_location: LabelsLocation
 ) -> dg.MaterializeResult:
@@ -82,7 +39,7 @@ def ffhq_aging_labels_csv(
     """
 
     def check(path: Path, _md5: str) -> dict[str, int]:
-        summary = check_labels_file(path, CSV_NAME)
+        summary = check_labels_file(path, LABELS_CSV)
         return {"rows": summary.rows, "stray": len(summary.stray)}
 
     got = fetch_input(file_source.source, labels_location.spec, dataset.layout.labels_csv, check)
@@ -98,7 +55,7 @@ def ffhq_aging_labels_csv(
     group_name="labels",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=[image_metadata, segmentation_masks, ffhq_aging_labels_csv],
+    deps=["image_metadata", "segmentation_masks", "ffhq_aging_labels_csv"],
     kinds={"parquet"},
     check_specs=gate_specs("labels_table", LABEL_GATES)
     + gate_specs("labels_table", LABEL_WARNINGS, blocking=False),
@@ -120,36 +77,18 @@ def labels_table(
     csv_path = dataset.layout.labels_csv
     if not csv_path.is_file():
         raise dg.Failure(f"no labels CSV at {csv_path}: materialize ffhq_aging_labels_csv first")
-    parsed = parse_labels(csv_path, numbers, CSV_NAME)
+    parsed = parse_labels(csv_path, numbers, LABELS_CSV)
     stats_path = dataset.layout.mask_stats_table(chunk)
     if not stats_path.is_file():
         raise dg.Failure(
             f"chunk {chunk}: no mask statistics at {stats_path}: materialize segmentation_masks "
             "for this chunk first"
         )
-    meta = chunk_metadata(dataset, chunk).select(["image_number", *META_COLUMNS])
-    stats = pq.read_table(stats_path).drop_columns(["max_class"])
-    # Inner joins: a labelled image without metadata or a mask is left out, and the
-    # label_numbers gate then names it, so no column is ever filled with nulls by chance.
-    table = parsed.table.join(meta, "image_number", join_type="inner")
-    table = table.join(stats, "image_number", join_type="inner").sort_by("image_number")
-    kept = published_filter(table)
-    table = table.append_column("kept", pa.array(kept)).append_column(
-        "split", pa.array(published_split(table.column("image_number").to_numpy()))
-    )
-    table = table.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA)
+    table = join_labels(parsed.table, chunk_metadata(dataset, chunk), pq.read_table(stats_path))
     out = dataset.layout.labels_table(chunk)
     size = write_table(table, out)
     found = table.column("image_number").to_pylist()
-    low = (
-        pc.sum(
-            pc.or_(
-                pc.less_equal(table.column("age_group_confidence"), 0.6),
-                pc.less_equal(table.column("gender_confidence"), 0.66),
-            )
-        ).as_py()
-        or 0
-    )
+    low = low_confidence_rows(table)
     ages = {
         f"age_{a}": int(c)
         for a, c in zip(
@@ -180,7 +119,7 @@ def labels_table(
             "dagster/column_schema": column_schema(table.schema, DESCRIPTIONS),
             "bytes": size,
             "seconds": round(time.perf_counter() - start, 3),
-            "kept_by_filter": int(np.sum(kept)),
+            "kept_by_filter": int(np.sum(table.column("kept").to_numpy(zero_copy_only=False))),
             "male": int(pc.sum(pc.equal(table.column("gender"), "male")).as_py() or 0),
             "female": int(pc.sum(pc.equal(table.column("gender"), "female")).as_py() or 0),
             **ages,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
-from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.checks import IMAGE_METADATA_GATES, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
 from ffhq_aging_assets.lib.files import atomic_path, file_lock, remove_orphan_temp_files
@@ -29,7 +29,7 @@ from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, Met
 JSON_NAME = "ffhq-dataset-v2.json"
 
 
-@dg.asset(group_name="metadata", kinds={"json"}, automation_condition=NIGHTLY_MISSING)
+@dg.asset(group_name="inputs", kinds={"json"}, automation_condition=NIGHTLY_MISSING)
 def ffhq_metadata_json(
     context: dg.AssetExecutionContext,
     dataset: DatasetResource,
@@ -144,11 +144,6 @@ def chunk_table(dataset: DatasetResource, chunk: str) -> pa.Table:
     return pq.read_table(tables / f"{chunk}.parquet")
 
 
-IMAGE_METADATA_GATES = {
-    "row_count": "One row per image of the chunk (1,000, or the configured limit).",
-    "image_numbers": "Image numbers are exactly the chunk's range, each once.",
-    "landmarks_finite": "Every landmark, face rect and face quad coordinate is finite.",
-}
 _COORDINATES = ("face_landmarks", "face_rect", "face_quad")
 
 
@@ -156,7 +151,7 @@ _COORDINATES = ("face_landmarks", "face_rect", "face_quad")
     group_name="metadata",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=[ffhq_metadata_json],
+    deps=["ffhq_metadata_json"],
     kinds={"parquet"},
     check_specs=gate_specs("image_metadata", IMAGE_METADATA_GATES),
 )

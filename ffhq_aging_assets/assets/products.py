@@ -17,23 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ffhq_aging_assets.assets.alignment import ALIGNMENT_GATES
-from ffhq_aging_assets.assets.images import IMAGE_GATES
-from ffhq_aging_assets.assets.labels import (
-    CSV_NAME,
-    DESCRIPTIONS,
-    LABEL_GATES,
-    ffhq_aging_labels_csv,
-    labels_table,
-)
-from ffhq_aging_assets.assets.metadata import IMAGE_METADATA_GATES
-from ffhq_aging_assets.assets.segmentation import MASK_GATES, segmentation_masks
-from ffhq_aging_assets.checks import gate_results
+from ffhq_aging_assets.checks import BLOCKING_GATES, gate_results
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.charts import age_gender_histogram
 from ffhq_aging_assets.lib.chunks import CHUNK_KEYS, image_name
 from ffhq_aging_assets.lib.files import atomic_path
 from ffhq_aging_assets.lib.labels import AGE_GROUPS, stray_rows
+from ffhq_aging_assets.lib.labels_table import DESCRIPTIONS
+from ffhq_aging_assets.lib.layout import LABELS_CSV
 from ffhq_aging_assets.lib.manifest import build_manifest, write_manifest
 from ffhq_aging_assets.lib.tables import write_table
 from ffhq_aging_assets.metadata_values import column_schema
@@ -46,17 +37,6 @@ def _missing_text(missing: list[str]) -> str:
     if len(missing) == len(CHUNK_KEYS):
         return "all 70"
     return ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12 else "")
-
-
-# The blocking gates of every per-chunk asset: a chunk reaches the products only when the
-# latest evaluation of each of them, for that chunk, passed.
-BLOCKING_GATES = {
-    "image_metadata": IMAGE_METADATA_GATES,
-    "alignments": ALIGNMENT_GATES,
-    "aligned_images": IMAGE_GATES,
-    "segmentation_masks": MASK_GATES,
-    "labels_table": LABEL_GATES,
-}
 
 
 def gate_verdicts(instance: dg.DagsterInstance, chunks: list[str]) -> dict[str, str]:
@@ -117,7 +97,7 @@ def built_chunks(dataset: DatasetResource) -> list[str]:
 
 @dg.asset(
     group_name="products",
-    deps=[labels_table, ffhq_aging_labels_csv],
+    deps=["labels_table", "ffhq_aging_labels_csv"],
     kinds={"parquet"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -154,7 +134,7 @@ def ffhq_aging_labels(
     out = dataset.layout.combined_labels
     write_table(table, out)
     context.log.info(f"{table.num_rows} rows from {len(present)} chunks; missing {len(missing)}")
-    stray = stray_rows(dataset.layout.labels_csv, CSV_NAME)
+    stray = stray_rows(dataset.layout.labels_csv, LABELS_CSV)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out)),
@@ -173,7 +153,7 @@ def ffhq_aging_labels(
     )
 
 
-@dg.asset(group_name="products", deps=[ffhq_aging_labels], kinds={"png"})
+@dg.asset(group_name="products", deps=["ffhq_aging_labels"], kinds={"png"})
 def age_distribution(dataset: DatasetResource) -> dg.MaterializeResult:
     """A histogram of age group by gender over the built chunks, as FFHQ-Aging publishes one.
 
@@ -213,7 +193,7 @@ class SplitsConfig(dg.Config):
     )
 
 
-@dg.asset(group_name="products", deps=[ffhq_aging_labels, segmentation_masks], kinds={"csv"})
+@dg.asset(group_name="products", deps=["ffhq_aging_labels", "segmentation_masks"], kinds={"csv"})
 def training_splits(
     context: dg.AssetExecutionContext, config: SplitsConfig, dataset: DatasetResource
 ) -> dg.MaterializeResult:
@@ -300,7 +280,7 @@ def training_splits(
     )
 
 
-@dg.asset(group_name="products", deps=[ffhq_aging_labels, training_splits], kinds={"json"})
+@dg.asset(group_name="products", deps=["ffhq_aging_labels", "training_splits"], kinds={"json"})
 def dataset_manifest(
     context: dg.AssetExecutionContext, dataset: DatasetResource
 ) -> dg.MaterializeResult:

@@ -14,9 +14,8 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from ffhq_aging_assets.assets.images import aligned_images
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
-from ffhq_aging_assets.checks import gate_results, gate_specs
+from ffhq_aging_assets.checks import MASK_GATES, MASK_WARNINGS, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
 from ffhq_aging_assets.lib.files import orphan_temp_files, remove_orphan_temp_files
@@ -73,7 +72,7 @@ class SegmentConfig(dg.Config):
     )
 
 
-@dg.asset(group_name="segmentation", kinds={"pytorch"}, automation_condition=NIGHTLY_MISSING)
+@dg.asset(group_name="inputs", kinds={"pytorch"}, automation_condition=NIGHTLY_MISSING)
 def deeplab_checkpoint(
     dataset: DatasetResource, file_source: FileSourceResource, deeplab_weights: DeepLabWeights
 ) -> dg.MaterializeResult:
@@ -95,23 +94,11 @@ def deeplab_checkpoint(
     return shared_input_result(got, deeplab_weights.url, parameters=got.checked)
 
 
-MASK_GATES = {
-    "mask_count": "One mask per aligned image of the chunk.",
-    "mask_format": "Every mask decodes as an R x R 8-bit greyscale PNG.",
-    "mask_classes": "Every class id is within 0..18.",
-    "no_temp_files": "No temporary file of a dead writer is left in the chunk's parsings/ (the "
-    "step removes them as it starts).",
-    "mask_fidelity": "Masks computed in bf16 agree with strict fp32 on 99% of the pixels of "
-    "the sampled faces (fp32 masks pass: they are the published numerics).",
-}
-MASK_WARNINGS = {"mask_plausible": "Masks with fewer than three classes or no skin (informs)."}
-
-
 @dg.asset(
     group_name="segmentation",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=[aligned_images, deeplab_checkpoint],
+    deps=["aligned_images", "deeplab_checkpoint"],
     kinds={"pytorch"},
     pool="gpu",
     op_tags=GPU_TAGS,

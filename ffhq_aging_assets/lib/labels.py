@@ -38,6 +38,9 @@ COLUMNS = (
 )
 ATTRIBUTES = ("head_pitch", "head_roll", "head_yaw", "left_eye_occluded", "right_eye_occluded")
 TEST_FROM = 69_000
+# The published filter keeps an image only when both confidences are above these.
+AGE_CONFIDENCE = 0.6
+GENDER_CONFIDENCE = 0.66
 
 LABEL_DESCRIPTIONS = {
     "image_number": "FFHQ image number",
@@ -320,6 +323,13 @@ def check_labels_file(path: Path, name: str | None = None) -> LabelsFileSummary:
     return LabelsFileSummary(rows, stray)
 
 
+def confident_rows(age_confidence: np.ndarray, gender_confidence: np.ndarray) -> np.ndarray:
+    """Rows whose age group and gender confidences both pass the published thresholds."""
+    return (np.asarray(age_confidence) > AGE_CONFIDENCE) & (
+        np.asarray(gender_confidence) > GENDER_CONFIDENCE
+    )
+
+
 def published_filter(table: pa.Table) -> np.ndarray:
     """The rule the FFHQ-Aging training code keeps an image by (True: kept)."""
     c = {
@@ -328,7 +338,7 @@ def published_filter(table: pa.Table) -> np.ndarray:
     }
     glasses = np.asarray(table.column("glasses").to_pylist(), dtype=object)
     found = table.column("attributes_found").to_numpy(zero_copy_only=False)
-    confident = (c["age_group_confidence"] > 0.6) & (c["gender_confidence"] > 0.66)
+    confident = confident_rows(c["age_group_confidence"], c["gender_confidence"])
     left, right = c["left_eye_occluded"], c["right_eye_occluded"]
     eyes = ((left < 90) & (right < 50)) | ((left < 50) & (right < 90))
     pose = (np.abs(c["head_pitch"]) < 30) & (np.abs(c["head_yaw"]) < 40)

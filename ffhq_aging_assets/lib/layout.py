@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ffhq_aging_assets.lib.chunks import chunk_of, image_name
 
+LABELS_CSV = "ffhq_aging_labels.csv"
+
 
 @dataclass(frozen=True)
 class DatasetLayout:
@@ -53,7 +55,7 @@ class DatasetLayout:
     @property
     def labels_csv(self) -> Path:
         """The FFHQ-Aging labels CSV."""
-        return self.metadata_dir / "ffhq_aging_labels.csv"
+        return self.metadata_dir / LABELS_CSV
 
     @property
     def checkpoint(self) -> Path:
