@@ -23,7 +23,8 @@ python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, 
 torch.cuda.get_device_properties(0))" | tee -a "$OUT/gpu.txt"
 FFHQ_TEST_COMPILE_CACHE="$WORK/inductor-tests" timeout 110 python3 -m pytest -c /dev/null \
   --rootdir . -p no:cacheprovider -m gpu -k "${PYTEST_K:-}" -q -rs --durations=0 \
-  ffhq_aging_assets_tests/test_lib_segment.py 2>&1 | grep -v '^DEBUG' | tee "$OUT/pytest.log"
+  ffhq_aging_assets_tests/test_lib_segment.py \
+  ffhq_aging_assets_tests/test_benchmarks_segment_variants.py 2>&1 | grep -v '^DEBUG' | tee "$OUT/pytest.log"
 timeout 420 python3 -m benchmarks.segment chunk --work "$WORK" --device cuda --images "$IMAGES" \
   --resolution "$RES" --batch-size 64 \
   --variants eager,eager-fp32,eager-fp32-nchw,eager-fp32-nchw-search,cold,warm,eager-fp32-search \

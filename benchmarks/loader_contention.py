@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ffhq_aging_assets.lib.segment import _read_face, published_input
+from ffhq_aging_assets.lib.segment_input import published_input, read_face
 
 
 def launches(seconds: float) -> float:
@@ -41,7 +41,7 @@ def launches(seconds: float) -> float:
 def decode(files: list[Path], stop, done) -> None:
     count = 0
     while not stop.is_set():
-        published_input(_read_face(files[count % len(files)]))
+        published_input(read_face(files[count % len(files)]))
         count += 1
     done.value = count
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ffhq_aging_assets.lib.deeplab import build_deeplab
-from ffhq_aging_assets.lib.segment import normalize, prepare_model, published_input
+from ffhq_aging_assets.lib.segment_input import normalize, published_input
+from ffhq_aging_assets.lib.segment_model import prepare_model
 from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state
 
 DATA = Path(__file__).resolve().parents[1] / "ffhq_aging_assets_tests" / "data" / "deeplab"

@@ -27,6 +27,8 @@ loaders; ``procs`` decodes in loader processes instead of threads (``threads``, 
 default); ``fp32`` runs the step in strict fp32 (what ``precision auto`` falls back to)
 without the comparison; ``search`` or ``nosearch`` forces cuDNN's algorithm search on or off
 (default: on in bf16 only); ``nchw`` keeps the model in the default layout, not channels-last.
+``device``, ``procs``, ``search`` and ``nosearch`` are the engine variants of
+``benchmarks/segment_variants.py``; without them a step runs the production ``segment_files``.
 Reports wall time per step from process start, where the step's time went (waiting for
 decoded faces, the model, waiting for mask writes), images per second, and the masks'
 agreement with the first step's.
@@ -48,22 +50,16 @@ import numpy as np
 import PIL.Image
 import torch
 
+from benchmarks.segment_variants import segment_files_variant
 from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
-from ffhq_aging_assets.lib.segment import (
-    fidelity,
-    forward,
-    normalize,
-    prepare_model,
-    published_input,
-    published_loop,
-    resolve_device,
-    segment_files,
-    segment_images,
-    strict_fp32,
-)
+from ffhq_aging_assets.lib.segment import fidelity, segment_files, segment_images
+from ffhq_aging_assets.lib.segment_input import normalize, published_input
+from ffhq_aging_assets.lib.segment_model import forward, prepare_model, resolve_device, strict_fp32
+from ffhq_aging_assets_tests.published_segment import published_loop
 from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state, write_published_checkpoint
 
-DATA = Path(__file__).resolve().parents[1] / "ffhq_aging_assets_tests" / "data" / "deeplab"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "ffhq_aging_assets_tests" / "data" / "deeplab"
 
 
 def seeded_model() -> torch.nn.Module:
@@ -231,18 +227,18 @@ def step(args: argparse.Namespace) -> None:
     check = time.perf_counter() - t
     out = Path(args.masks)
     out.mkdir(parents=True, exist_ok=True)
-    run = segment_files(
-        model,
-        face_files,
-        [out / f.name for f in face_files],
-        args.resolution,
-        device,
-        args.batch_size,
-        precision=args.precision,
-        resize="device" if "device" in flags else "host",
-        loader_processes=-1 if processes else 0,
-        search=search,
-    )
+    masks = [out / f.name for f in face_files]
+    common = (model, face_files, masks, args.resolution, device, args.batch_size)
+    if processes or "device" in flags or search is not None:
+        run = segment_files_variant(
+            *common,
+            precision=args.precision,
+            processes=-1 if processes else 0,
+            device_resize="device" in flags,
+            search=search,
+        )
+    else:
+        run = segment_files(*common, precision=args.precision)
     row = {
         "load_s": load,
         "fidelity_s": check,
@@ -296,13 +292,14 @@ def chunk(args: argparse.Namespace) -> dict:
             shutil.rmtree(cache, ignore_errors=True)
         masks = work / f"masks-{variant}"
         shutil.rmtree(masks, ignore_errors=True)
-        command = [sys.executable, __file__, "step", "--variant", variant, "--device", str(device)]
+        command = [sys.executable, "-m", "benchmarks.segment", "step", "--variant", variant]
+        command += ["--device", str(device)]
         command += ["--weights", str(weights), "--faces", str(face_dir), "--masks", str(masks)]
         command += ["--cache", str(cache), "--resolution", str(args.resolution)]
         precision = "fp32" if "fp32" in variant.split("-") else args.precision
         command += ["--batch-size", str(args.batch_size), "--precision", precision]
         t = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
         wall = time.perf_counter() - t
         if proc.returncode:
             print(proc.stdout, proc.stderr, sep="\n")

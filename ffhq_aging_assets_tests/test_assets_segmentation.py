@@ -4,13 +4,22 @@ import dagster as dg
 import numpy as np
 import PIL.Image
 import pyarrow.parquet as pq
+import pydantic
 import pytest
+import torch
 
 from ffhq_aging_assets.assets.alignment import alignments
 from ffhq_aging_assets.assets.images import aligned_images
 from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
-from ffhq_aging_assets.assets.segmentation import deeplab_checkpoint, segmentation_masks
+from ffhq_aging_assets.assets.segmentation import (
+    SegmentConfig,
+    deeplab_checkpoint,
+    segmentation_masks,
+)
+from ffhq_aging_assets.automation import NIGHTLY_MISSING
+from ffhq_aging_assets.checks import MASK_GATES, MASK_WARNINGS
 from ffhq_aging_assets.lib.images import is_valid_image
+from ffhq_aging_assets.lib.segment_model import batch_size_for
 from ffhq_aging_assets.resources import (
     DatasetResource,
     DeepLabWeights,
@@ -65,12 +74,20 @@ def test_masks_for_a_chunk_on_cpu(drive, tmp_path: Path, seeded_checkpoint: Path
         [stats.column(c).to_numpy() for c in stats.column_names if c.startswith("frac_")], 1
     )
     assert np.allclose(fractions.sum(axis=1), 1.0, atol=1e-5)
-    meta = {
+    materialized = {
         m.asset_key.path[-1]: m.materialization.metadata
         for m in result.get_asset_materialization_events()
-    }["segmentation_masks"]
+    }
+    meta = materialized["segmentation_masks"]
     assert meta["device"].value == "cpu" and meta["computed"].value == 4
     assert meta["preview"].value.startswith("![masks](data:image/jpeg;base64,")
+    assert meta["precision_record"].value == {"precision": "fp32", "agreement": None, "sampled": 0}
+    assert "precision_record_path" not in meta  # every mask fp32: no record file
+    declared = materialized["mask_statistics"]
+    assert declared["dagster/row_count"].value == 4
+    assert declared["path"].value.endswith("mask_stats_64/00000.parquet")
+    columns = [c.name for c in declared["dagster/column_schema"].schema.columns]
+    assert columns == stats.column_names
 
     # A corrupt mask is redone; valid ones are kept.
     masks[1].write_bytes(b"broken")
@@ -97,10 +114,18 @@ def test_masks_for_a_chunk_on_cpu(drive, tmp_path: Path, seeded_checkpoint: Path
             run_config=config,
             raise_on_error=raise_on_error,
         )
+        events = run.get_asset_materialization_events()
+        recorded.update({m.asset_key.path[-1]: m.materialization.metadata for m in events})
         return {e.check_name: e for e in run.get_asset_check_evaluations()}["mask_fidelity"]
 
+    recorded: dict = {}
     gate = fidelity_gate()
     assert not gate.passed and "95.00%" in gate.description and "precision fp32" in gate.description
+    # The step still declares what it wrote, the record included, before the gate fails it.
+    meta = recorded["segmentation_masks"]
+    assert meta["precision_record"].value == {"precision": "bf16", "agreement": 0.95, "sampled": 8}
+    assert meta["precision_record_path"].value == str(record)
+    assert "mask_statistics" in recorded
     masks[2].unlink()  # one mask recomputed in fp32 does not make the bf16 ones published
     assert not fidelity_gate().passed
     for path in masks:
@@ -113,6 +138,40 @@ def test_segmentation_step_routes_to_gpu_workers() -> None:
     node = segmentation_masks.op
     assert node.pool == "gpu"
     assert node.tags["dagster-celery/queue"] == "gpu"
+
+
+def test_mask_statistics_are_a_declared_output_of_the_same_step(tmp_path: Path) -> None:
+    defs = dg.Definitions(
+        assets=[segmentation_masks], resources={"dataset": DatasetResource(root=str(tmp_path))}
+    )
+    graph = defs.resolve_asset_graph()
+    masks = graph.get(dg.AssetKey("segmentation_masks"))
+    stats = graph.get(dg.AssetKey("mask_statistics"))
+    assert {p.to_user_string() for p in stats.parent_keys} == {"segmentation_masks"}
+    assert {p.to_user_string() for p in masks.parent_keys} == {
+        "aligned_images",
+        "deeplab_checkpoint",
+    }
+    assert stats.kinds == {"parquet"} and masks.kinds == {"pytorch"}
+    for node in (masks, stats):
+        assert node.group_name == "segmentation" and node.is_partitioned
+        assert node.automation_condition == NIGHTLY_MISSING
+        assert node.pools == {"gpu"}
+    checks = {
+        graph.get_check_spec(k).name: graph.get_check_spec(k).blocking for k in masks.check_keys
+    }
+    assert checks == {**dict.fromkeys(MASK_GATES, True), **dict.fromkeys(MASK_WARNINGS, False)}
+    assert not stats.check_keys
+
+
+def test_segment_config_states_the_batch_rule_and_the_precisions() -> None:
+    # The description is the only text of the rule (the CLI's help is made from it).
+    cpu, cuda = batch_size_for(torch.device("cpu"), 0), batch_size_for(torch.device("cuda"), 0)
+    description = SegmentConfig.model_fields["batch_size"].description
+    assert description == f"0: {cuda} on CUDA, {cpu} on CPU."
+    assert SegmentConfig(precision="bf16").precision == "bf16"
+    with pytest.raises(pydantic.ValidationError, match="precision"):
+        SegmentConfig(precision="fp16")
 
 
 def test_truncated_checkpoint_is_moved_aside_and_a_good_copy_used(

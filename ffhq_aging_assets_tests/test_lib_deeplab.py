@@ -13,6 +13,7 @@ from ffhq_aging_assets.lib.deeplab import (
     fold_weight_standardization,
     load_deeplab,
 )
+from ffhq_aging_assets.lib.masks import CLASS_NAMES
 from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state
 
 DATA = Path(__file__).parent / "data" / "deeplab"
@@ -23,6 +24,10 @@ def test_state_dict_keys_and_shapes_are_the_published_ones() -> None:
     state = build_deeplab().state_dict()
     assert list(state) == list(published)
     assert {k: list(v.shape) for k, v in state.items()} == published
+
+
+def test_the_model_classifies_into_the_mask_classes() -> None:
+    assert build_deeplab().aspp.conv3.out_channels == len(CLASS_NAMES) == 19
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from ffhq_aging_assets.lib.chunks import (
     expected_numbers,
     parse_partitions,
 )
+from ffhq_aging_assets.lib.precision import ALL_FP32, PrecisionRecord
 
 
 def test_chunk_keys_and_ranges() -> None:
@@ -49,12 +50,12 @@ def test_finite_gate_names_the_image() -> None:
 
 
 def test_mask_fidelity_gate() -> None:
-    assert gates.mask_fidelity("f", None).passed
-    assert gates.mask_fidelity("f", {"precision": "fp32"}).passed
-    low = gates.mask_fidelity("f", {"precision": "bf16", "agreement": 0.9899, "sampled": 8})
+    assert gates.mask_fidelity("f", ALL_FP32).passed
+    assert gates.mask_fidelity("f", PrecisionRecord("fp32")).passed
+    low = gates.mask_fidelity("f", PrecisionRecord("bf16", 0.9899, 8))
     assert not low.passed and low.blocking
     assert "98.99%" in low.description and "precision fp32" in low.description
     assert low.metadata == {"agreement": 0.9899, "sampled_faces": 8}
-    assert gates.mask_fidelity("f", {"precision": "bf16", "agreement": 0.99, "sampled": 8}).passed
-    off = gates.mask_fidelity("f", {"precision": "bf16", "agreement": None, "sampled": 0})
+    assert gates.mask_fidelity("f", PrecisionRecord("bf16", 0.99, 8)).passed
+    off = gates.mask_fidelity("f", PrecisionRecord("bf16", None, 0))
     assert off.passed and "switched off" in off.description

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual name)
 from torch import nn
 
-NUM_CLASSES = 19
+from ffhq_aging_assets.lib.masks import NUM_CLASSES
 
 
 class CheckpointError(ValueError):

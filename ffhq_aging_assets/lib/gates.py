@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ffhq_aging_assets.lib.precision import FIDELITY_BAR, PrecisionRecord
+
 _SHOW = 10
 
 
@@ -153,24 +155,20 @@ def low_share(name: str, below: int, total: int, limit: float, what: str) -> Gat
     )
 
 
-FIDELITY_BAR = 0.99  # share of pixels where bf16 masks must equal the fp32 ones
-
-
-def mask_fidelity(name: str, record: dict | None, bar: float = FIDELITY_BAR) -> Gate:
+def mask_fidelity(name: str, record: PrecisionRecord, bar: float = FIDELITY_BAR) -> Gate:
     """Masks computed in bf16 agree with strict fp32 masks on at least ``bar`` of the pixels.
 
-    ``record`` is what the segmentation step keeps per chunk (``precision``, the lowest
-    ``agreement`` measured by any bf16 run that wrote masks, ``sampled`` faces), or None when
-    every mask came from fp32 (the CPU path or ``precision: fp32``): the published numerics.
+    ``record`` is what the segmentation step keeps per chunk; fp32 masks (the CPU path or
+    ``precision: fp32``) are the published numerics.
     """
-    if record is None or record.get("precision") == "fp32":
+    if record.precision == "fp32":
         return Gate(name, True, "every mask computed in fp32, the published numerics", {})
-    if record.get("agreement") is None:
+    if record.agreement is None:
         return Gate(name, True, "bf16 masks; the comparison with fp32 was switched off", {})
-    agreement = float(record["agreement"])
+    agreement = record.agreement
     meta: dict[str, float | int | str] = {
         "agreement": round(agreement, 5),
-        "sampled_faces": int(record["sampled"]),
+        "sampled_faces": record.sampled,
     }
     if agreement >= bar:
         text = f"bf16 masks agree with fp32 on {agreement:.2%} of pixels (bar {bar:.0%})"
@@ -179,7 +177,7 @@ def mask_fidelity(name: str, record: dict | None, bar: float = FIDELITY_BAR) -> 
         name,
         False,
         f"bf16 masks agree with fp32 on only {agreement:.2%} of the pixels of "
-        f"{record['sampled']} sampled faces (bar {bar:.0%}): these are not the published "
+        f"{record.sampled} sampled faces (bar {bar:.0%}): these are not the published "
         "masks; delete this chunk's parsings/ and rerun with precision fp32",
         meta,
     )

@@ -1,9 +1,13 @@
-"""Segmentation masks on disk: per-mask statistics and the colour renderings people look at."""
+"""Segmentation masks on disk: the classes, which masks are valid, statistics, colour renderings.
+
+No torch here, although the model (``lib/deeplab.py``) takes its class count from
+:data:`NUM_CLASSES`: the CLI's colouring and the labels join read masks without the model.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,8 @@ import PIL.Image
 import pyarrow as pa
 
 from ffhq_aging_assets.lib.colors import colorize, overlay
-from ffhq_aging_assets.lib.files import atomic_path, atomic_write_bytes
+from ffhq_aging_assets.lib.files import atomic_path
+from ffhq_aging_assets.lib.images import is_valid_image
 
 CLASS_NAMES = (
     "background",
@@ -62,6 +67,28 @@ def read_mask(path: Path) -> np.ndarray:
     """A class map as an (H, W) uint8 array."""
     with PIL.Image.open(path) as img:
         return np.asarray(img)
+
+
+@dataclass(frozen=True)
+class MaskAudit:
+    """A chunk's masks by state, as image numbers: absent, present but unreadable, valid."""
+
+    missing: list[int]
+    malformed: list[int]
+    valid: list[int]
+
+
+def audit_masks(numbers: Sequence[int], paths: Sequence[Path], resolution: int) -> MaskAudit:
+    """Sort each image's mask: missing, malformed (not an R x R 8-bit greyscale PNG), valid."""
+    audit = MaskAudit([], [], [])
+    for number, path in zip(numbers, paths, strict=True):
+        if not path.is_file():
+            audit.missing.append(number)
+        elif is_valid_image(path, resolution, "L"):
+            audit.valid.append(number)
+        else:
+            audit.malformed.append(number)
+    return audit
 
 
 def mask_stats(numbers: Sequence[int], masks: Sequence[np.ndarray]) -> pa.Table:
@@ -115,49 +142,3 @@ def write_color(mask_path: Path, dest: Path, face: Path | None = None) -> None:
         picture = colorize(mask)
     with atomic_path(dest) as tmp:
         PIL.Image.fromarray(picture).save(tmp, format="PNG")
-
-
-def precision_record(
-    previous: dict | None, precision: str, agreement: float | None, sampled: int
-) -> dict | None:
-    """What a chunk's masks are, after a step computes some in ``precision``.
-
-    None means every mask is fp32 (the published numerics). A bf16 step records the lowest
-    agreement with fp32 measured by any bf16 step whose masks are still there; an fp32 step
-    leaves an earlier bf16 record standing, since those masks remain.
-    """
-    if precision == "fp32":
-        return previous
-    if previous is not None and previous.get("agreement") is not None:
-        earlier = float(previous["agreement"])
-        agreement = earlier if agreement is None else min(agreement, earlier)
-        sampled = max(sampled, int(previous.get("sampled", 0)))
-    return {"precision": "bf16", "agreement": agreement, "sampled": sampled}
-
-
-def read_precision_record(path: Path) -> dict | None:
-    """A chunk's precision record; None where there is none (every mask so far is fp32).
-
-    A file that is not such a record raises ``ValueError`` naming it.
-    """
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        if record.get("precision") not in ("bf16", "fp32"):
-            raise ValueError(f"precision {record.get('precision')!r}")
-        return record
-    except (ValueError, AttributeError) as exc:
-        raise ValueError(
-            f"{path}: unreadable precision record ({exc}); delete it together with the "
-            "chunk's parsings/ to recompute the masks"
-        ) from exc
-
-
-def write_precision_record(path: Path, record: dict | None) -> None:
-    """Store a chunk's precision record (temporary name, then rename); None removes it."""
-    if record is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(record).encode())

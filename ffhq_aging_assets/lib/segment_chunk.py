@@ -1,0 +1,221 @@
+"""One chunk's segmentation step: which masks to compute, in what precision, and what came out.
+
+Valid masks already there are kept; the model loads once for the rest. Before any mask is
+written the chunk's precision record says what its masks will be, so a step that dies half-way
+leaves the truth about them. Afterwards every mask is audited, its class fractions go to the
+chunk's statistics table, and a preview of the first faces is drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from ffhq_aging_assets.lib.deeplab import load_deeplab
+from ffhq_aging_assets.lib.files import orphan_temp_files, remove_orphan_temp_files
+from ffhq_aging_assets.lib.images import is_valid_image
+from ffhq_aging_assets.lib.layout import DatasetLayout
+from ffhq_aging_assets.lib.masks import MaskAudit, audit_masks, mask_stats, preview_grid, read_mask
+from ffhq_aging_assets.lib.precision import (
+    ALL_FP32,
+    Precision,
+    PrecisionRecord,
+    PrecisionSetting,
+    choose_precision,
+    fidelity_sample,
+    merge_precision_record,
+    read_precision_record,
+    step_precision,
+    write_precision_record,
+)
+from ffhq_aging_assets.lib.segment import SegmentRun, fidelity, segment_files
+from ffhq_aging_assets.lib.segment_model import batch_size_for, prepare_model, resolve_device
+from ffhq_aging_assets.lib.tables import write_table
+
+MEAN_FRACTIONS = ("frac_skin", "frac_hair", "frac_background")
+
+
+class ChunkNotReady(Exception):
+    """An input the step needs is missing or unreadable; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class ChunkSegmentation:
+    """What one step did to a chunk's masks, and what they are now."""
+
+    folder: Path
+    images: int
+    computed: int
+    device: str
+    batch_size: int
+    compiled: bool
+    precision: str
+    agreement: float | None
+    record: PrecisionRecord
+    record_path: Path
+    run: SegmentRun | None
+    prepare_seconds: float
+    seconds: float
+    audit: MaskAudit
+    leftovers: list[str]
+    stats: pa.Table
+    stats_path: Path
+    stats_bytes: int
+    preview_jpeg: bytes
+
+    @property
+    def images_per_second(self) -> float:
+        """Masks computed per second of the step, model loading included."""
+        return self.computed / self.seconds if self.computed and self.seconds > 0 else 0.0
+
+    def timings(self) -> dict[str, float]:
+        """Where the step's time went, in seconds (rounded), and its rate."""
+        run = self.run or SegmentRun(0, 0.0, 0.0)
+        return {
+            "prepare_seconds": round(self.prepare_seconds, 2),
+            "first_batch_seconds": round(run.first_batch_seconds, 2),
+            "input_wait_seconds": round(run.input_wait_seconds, 2),
+            "model_seconds": round(run.model_seconds, 2),
+            "seconds": round(self.seconds, 2),
+            "images_per_second": round(self.images_per_second, 3),
+        }
+
+    def mean_fractions(self) -> dict[str, float]:
+        """The chunk's mean skin, hair and background fractions; none without a valid mask."""
+        if not self.stats.num_rows:
+            return {}
+        return {name: float(np.mean(self.stats.column(name).to_numpy())) for name in MEAN_FRACTIONS}
+
+
+def _quiet(_: str) -> None:
+    """Log nowhere."""
+
+
+def segment_chunk(
+    layout: DatasetLayout,
+    chunk: str,
+    numbers: Sequence[int],
+    *,
+    device: str = "auto",
+    batch_size: int = 0,
+    precision: PrecisionSetting = "auto",
+    fidelity_faces: int = 8,
+    compile: bool = False,
+    log: Callable[[str], None] = _quiet,
+) -> ChunkSegmentation:
+    """Compute the chunk's missing or invalid masks, then audit and describe all of them.
+
+    The settings mean what ``SegmentConfig``'s fields say. ``log`` gets progress lines.
+
+    Raises:
+        ChunkNotReady: an aligned image or the checkpoint is missing, or the chunk's precision
+            record is unreadable.
+    """
+    faces = [layout.image(n) for n in numbers]
+    absent = [n for n, f in zip(numbers, faces, strict=True) if not f.is_file()]
+    if absent:
+        raise ChunkNotReady(
+            f"chunk {chunk}: {len(absent)} aligned images are missing (first {absent[0]:05d}): "
+            "materialize aligned_images first"
+        )
+    folder = layout.parsings_dir(chunk)
+    removed = remove_orphan_temp_files(folder)
+    if removed:
+        log(f"chunk {chunk}: removed {len(removed)} files a killed writer left")
+    masks = [layout.mask(n) for n in numbers]
+    todo = [i for i, m in enumerate(masks) if not is_valid_image(m, layout.resolution, "L")]
+    dev = resolve_device(device)
+    batch = batch_size_for(dev, batch_size)
+    compiled = compile and dev.type == "cuda"
+    step = step_precision(precision, dev.type)
+    record_path = layout.precision_record(chunk)
+    try:
+        # Every mask recomputed: nothing of an earlier step's precision remains.
+        record = read_precision_record(record_path) if len(todo) < len(numbers) else ALL_FP32
+    except ValueError as exc:
+        raise ChunkNotReady(str(exc)) from exc
+    start = time.perf_counter()
+    run, prepared, measured = None, 0.0, None
+    if todo:
+        model = _load_model(layout, dev, compiled, log)
+        sample = [faces[todo[k]] for k in fidelity_sample(len(todo), fidelity_faces)]
+        if step != "fp32" and sample:
+            measured = fidelity(model, sample, layout.resolution, dev, batch)
+            log(f"bf16 vs fp32 on {len(sample)} faces: {measured:.4%} agree")
+        chosen: Precision = "fp32" if step == "fp32" else "bf16"
+        if step == "auto":
+            chosen = choose_precision(measured)
+            log(f"precision auto: {chosen}")
+        step = chosen
+        record = merge_precision_record(record, chosen, measured, len(sample))
+        # Written before any mask: a step that dies half-way leaves the truth about its masks.
+        write_precision_record(record_path, record)
+        prepared = time.perf_counter() - start
+
+        def progress(written: int, elapsed: float) -> None:
+            log(f"chunk {chunk}: {written}/{len(todo)} masks, {written / elapsed:.2f} img/s")
+
+        run = segment_files(
+            model,
+            [faces[i] for i in todo],
+            [masks[i] for i in todo],
+            layout.resolution,
+            dev,
+            batch,
+            on_progress=progress,
+            precision=chosen,
+        )
+    seconds = time.perf_counter() - start
+
+    audit = audit_masks(numbers, masks, layout.resolution)
+    stats = mask_stats(audit.valid, [read_mask(layout.mask(n)) for n in audit.valid])
+    stats_path = layout.mask_stats_table(chunk)
+    size = write_table(stats, stats_path)
+    preview = io.BytesIO()
+    preview_grid(faces, masks).save(preview, format="JPEG", quality=80)
+    return ChunkSegmentation(
+        folder=folder,
+        images=len(numbers),
+        computed=len(todo),
+        device=str(dev),
+        batch_size=batch,
+        compiled=compiled,
+        precision=step,
+        agreement=measured,
+        record=record,
+        record_path=record_path,
+        run=run,
+        prepare_seconds=prepared,
+        seconds=seconds,
+        audit=audit,
+        leftovers=[p.name for p in orphan_temp_files(folder)],
+        stats=stats,
+        stats_path=stats_path,
+        stats_bytes=size,
+        preview_jpeg=preview.getvalue(),
+    )
+
+
+def _load_model(
+    layout: DatasetLayout, device: torch.device, compiled: bool, log: Callable[[str], None]
+) -> nn.Module:
+    """The checkpoint's model prepared for ``device``; compiled kernels cached under the root."""
+    weights = layout.checkpoint
+    if not weights.is_file():
+        raise ChunkNotReady(f"no checkpoint at {weights}: materialize deeplab_checkpoint first")
+    cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or layout.compile_cache)
+    model = prepare_model(
+        load_deeplab(weights), device, compile=compiled, cache_dir=cache if compiled else None
+    )
+    if compiled:
+        log(f"torch.compile on {device}; kernels cached in {cache}")
+    return model
