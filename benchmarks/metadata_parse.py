@@ -8,8 +8,8 @@ each variant in a fresh process, alternating their order between rounds:
 - ``json.load``: the 2020 script's ``json.load(f, object_pairs_hook=OrderedDict)``.
 - ``all chunks``: the one streaming pass ``ffhq_metadata_json`` makes per metadata file: every
   entry validated, every chunk's table written to Parquet.
-- ``one chunk``: what one ``image_metadata`` step then adds: read its chunk's table (69000)
-  and write it out.
+- ``one chunk``: what one ``image_metadata`` step then adds: read its chunk's table (the last
+  chunk of the file, 69000 for the full size) and write it out whole.
 
 Peak RSS is the process's ``ru_maxrss``; "after imports" is the same process's RSS just before
 the work starts (Python, NumPy, pyarrow and pandas loaded), and "added" the difference.
@@ -39,7 +39,6 @@ def child(mode: str, path: Path) -> None:
     import pyarrow.parquet as pq
 
     from ffhq_aging_assets.lib import metadata as m
-    from ffhq_aging_assets.lib.chunks import expected_numbers
     from ffhq_aging_assets.lib.tables import write_table
 
     pa.array([0.0])  # pyarrow imports pandas on first use; count that as an import
@@ -54,9 +53,9 @@ def child(mode: str, path: Path) -> None:
         with tempfile.TemporaryDirectory() as out:
             m.convert(path, lambda chunk, table: write_table(table, Path(out) / f"{chunk}.parquet"))
     elif mode == "one chunk":
-        table = pq.read_table(path.with_suffix(".69000.parquet"))
+        table = pq.read_table(path.with_suffix(".last-chunk.parquet"))
         with tempfile.TemporaryDirectory() as out:
-            write_table(table.slice(0, len(expected_numbers("69000", None))), Path(out) / "t.pq")
+            write_table(table, Path(out) / "t.pq")
     seconds = time.perf_counter() - start
     print(json.dumps({"mode": mode, "seconds": seconds, "peak_mb": rss_mb(), "before_mb": before}))
 
@@ -91,8 +90,9 @@ def main() -> None:
     if not path.exists():
         print(f"writing {path} ...", flush=True)
         write_ffhq_json(path, args.entries, seed=1)
-    last = path.with_suffix(".69000.parquet")
-    result = convert(path, lambda c, t: write_table(t, last) if c == "69000" else None)
+    last = path.with_suffix(".last-chunk.parquet")
+    # Chunks arrive in order, each replacing the one before: what stays is the file's last.
+    result = convert(path, lambda chunk, table: write_table(table, last))
     print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB, {result.entries} entries")
 
     modes = ["json.load", "all chunks", "one chunk"]

@@ -5,6 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ffhq_aging_assets.assets.metadata import ffhq_metadata_json, image_metadata
+from ffhq_aging_assets.lib.layout import DatasetLayout
+from ffhq_aging_assets.lib.metadata_store import chunk_metadata
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource, MetadataLocations
 from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 
@@ -33,12 +35,15 @@ def test_metadata_for_one_chunk(tmp_path: Path, synthetic: SyntheticFFHQ) -> Non
         "image_numbers": True,
         "landmarks_finite": True,
     }
+    # The table holds the whole chunk; the limit applies when later stages read it.
     table = pq.read_table(root / "tables" / "image_metadata" / "01000.parquet")
-    assert table.column("image_number").to_pylist() == list(range(1000, 1020))
+    assert table.column("image_number").to_pylist() == list(range(1000, 2000))
+    limited = chunk_metadata(DatasetLayout(root.resolve(), 256), "01000", 20)
+    assert limited.column("image_number").to_pylist() == list(range(1000, 1020))
     assert (root / "metadata" / "LICENSE.txt").exists()
     mats = {m.asset_key.path[-1]: m for m in result.get_asset_materialization_events()}
     meta = mats["image_metadata"].materialization.metadata
-    assert meta["dagster/row_count"].value == 20
+    assert meta["dagster/row_count"].value == 1000 and meta["rows_checked"].value == 20
     assert "image_number" in [c.name for c in meta["dagster/column_schema"].value.columns]
     assert mats["ffhq_metadata_json"].materialization.metadata["entries"].value == 2100
 
@@ -122,6 +127,27 @@ def test_chunk_before_metadata_says_what_to_do(tmp_path: Path, synthetic: Synthe
     assert not result.success
     [failure] = result.get_step_failure_events()
     assert "materialize ffhq_metadata_json first" in failure.step_failure_data.error.message
+
+
+def test_json_with_fewer_entries_than_the_limit_needs_fails(
+    tmp_path: Path, synthetic: SyntheticFFHQ
+) -> None:
+    root = tmp_path / "root"
+    enough = dg.materialize(
+        ASSETS, partition_key="02000", resources=resources(root, synthetic, limit=100)
+    )
+    assert enough.success and checks_by_name(enough)["row_count"]
+    short = dg.materialize(
+        [image_metadata],
+        partition_key="02000",
+        raise_on_error=False,
+        resources=resources(root, synthetic, limit=0),
+    )
+    assert not short.success
+    assert (
+        "ffhq-dataset-v2.json ends after entry 2099: chunk 02000 needs entries 2000..2999"
+        in failure_message(short)
+    )
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:

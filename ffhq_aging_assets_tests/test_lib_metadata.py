@@ -1,4 +1,3 @@
-import io
 import json
 import re
 from collections import OrderedDict
@@ -7,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ffhq_aging_assets.lib import json_stream
 from ffhq_aging_assets.lib import metadata as m
 from ffhq_aging_assets_tests.synthetic import write_ffhq_json
 
@@ -71,7 +71,7 @@ def test_pretty_printed_and_unicode_files(tmp_path: Path, meta_2500: Path, inden
 
 
 def test_entries_spanning_buffer_boundaries(monkeypatch, meta_2500: Path) -> None:
-    monkeypatch.setattr(m, "BLOCK", 777)
+    monkeypatch.setattr(json_stream, "BLOCK", 777)
     result, out = tables(meta_2500)
     assert result.entries == 2500 and out["01000"].num_rows == 1000
 
@@ -141,6 +141,8 @@ def _chunk_with(tmp_path: Path, meta_2500: Path, mutate) -> Path:
             "face_landmarks",
         ),
         (lambda d: d["3"]["in_the_wild"]["face_quad"][1].__setitem__(1, None), "face_quad"),
+        (lambda d: d["3"]["in_the_wild"]["face_landmarks"].__setitem__(7, None), "face_landmarks"),
+        (lambda d: d["3"]["metadata"].update(photo_title="\ud800"), "photo_title.*Unicode"),
         (lambda d: d["3"]["metadata"].update(author=7), "author"),
         (lambda d: d.__setitem__("3", []), "not a JSON object"),
     ],
@@ -166,9 +168,13 @@ def test_nan_landmarks_parse_and_stay_nan(tmp_path: Path, meta_2500: Path) -> No
     assert np.isnan(landmarks[2, 0]) and np.isfinite(np.delete(landmarks, 2, axis=0)).all()
 
 
-def test_memory_stays_bounded_by_the_buffer() -> None:
-    # A single entry larger than the cap is refused rather than buffered without limit.
-    huge = b'{"0": {"category": "' + b"x" * (m.MAX_ENTRY_BYTES + m.BLOCK * 2) + b'"}}'
-    with pytest.raises(m.MetadataError, match="byte offset"):
-        for _ in m.iter_entries(io.BytesIO(huge)):
-            pass
+def test_a_file_that_is_not_one_json_object_names_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_bytes(b'{"0": 1} <html>')
+    with pytest.raises(
+        m.MetadataError, match=r"m\.json: data after the JSON object at byte offset 9"
+    ):
+        tables(path)
+    path.write_bytes(b'{"0": \xff}')
+    with pytest.raises(m.MetadataError, match=r"invalid UTF-8 near byte offset 6"):
+        tables(path)

@@ -5,7 +5,6 @@ import time
 import dagster as dg
 import numpy as np
 
-from ffhq_aging_assets.assets.metadata import chunk_metadata, landmarks_of
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import ALIGNMENT_GATES, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
@@ -14,6 +13,7 @@ from ffhq_aging_assets.lib.geometry_table import (
     GEOMETRY_SCHEMA,
     geometry_table,
 )
+from ffhq_aging_assets.lib.metadata_store import landmarks_of, limit_rows, stored_chunk_metadata
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
 from ffhq_aging_assets.metadata_values import column_schema
 from ffhq_aging_assets.partitions import chunk_partitions
@@ -35,19 +35,28 @@ def alignments(context: dg.AssetExecutionContext, dataset: DatasetResource) -> d
     size, the whole-frame shrink factor, the crop box, the reflect-pad, and whether the
     blur-pad path runs (a face near the photo's edge). It depends on the output resolution. A
     degenerate face (coincident eyes, NaN landmarks, a quad outside the photo) gets a row with
-    its error, and the blocking check names it.
+    its error, and the blocking check names it. Like ``image_metadata`` the table holds every
+    image of the chunk and the blocking check covers the images the configured limit needs,
+    so changing the limit does not ask for this table again.
     """
-    chunk = context.partition_key
+    chunk, layout = context.partition_key, dataset.layout
     start = time.perf_counter()
-    meta = chunk_metadata(dataset, chunk)
+    meta = stored_chunk_metadata(layout, chunk)
+    needed = limit_rows(meta, chunk, dataset.per_chunk_limit, layout.image_metadata_table(chunk))
     numbers = meta.column("image_number").to_pylist()
     sizes = np.stack(
         [meta.column("pixel_width").to_numpy(), meta.column("pixel_height").to_numpy()], axis=1
     )
     table = geometry_table(numbers, landmarks_of(meta), sizes, dataset.resolution)
-    out = dataset.layout.alignments_table(chunk)
+    out = layout.alignments_table(chunk)
     size = write_table(table, out)
-    quads = table.column("quad").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    checked = table.slice(0, needed.num_rows)
+    gate = gates.geometry_valid(
+        "geometry_valid",
+        checked.column("image_number").to_pylist(),
+        checked.column("qsize").to_numpy(),
+        checked.column("quad").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+    )
     qsize = table.column("qsize").to_numpy()
     blur = int(np.sum(table.column("blur_pad").to_numpy(zero_copy_only=False)))
     shrunk = int(np.sum(table.column("shrink").to_numpy() > 1))
@@ -55,6 +64,7 @@ def alignments(context: dg.AssetExecutionContext, dataset: DatasetResource) -> d
         metadata={
             "path": dg.MetadataValue.path(str(out)),
             "dagster/row_count": table.num_rows,
+            "rows_checked": checked.num_rows,
             "dagster/column_schema": column_schema(GEOMETRY_SCHEMA, GEOMETRY_DESCRIPTIONS),
             "bytes": size,
             "seconds": round(time.perf_counter() - start, 3),
@@ -65,7 +75,5 @@ def alignments(context: dg.AssetExecutionContext, dataset: DatasetResource) -> d
                 markdown_preview(table, ["image_number", "qsize", "shrink", "blur_pad", "error"])
             ),
         },
-        check_results=gate_results(
-            "alignments", [gates.geometry_valid("geometry_valid", numbers, qsize, quads)]
-        ),
+        check_results=gate_results("alignments", [gate]),
     )

@@ -1,10 +1,8 @@
-"""Streaming parse of FFHQ's ``ffhq-dataset-v2.json`` into one table per chunk.
+"""FFHQ's ``ffhq-dataset-v2.json``: its schema, each entry validated, one table per chunk.
 
-The file is one JSON object of 70,000 entries (268 MB). ``json.load`` of it holds everything in
-memory (2.6 GB with the 2020 script's ordered dicts). Here the top-level object is walked by hand
-and each entry is decoded on its own by the standard library's C decoder from a bounded buffer,
-so memory stays at a few megabytes and errors carry the exact byte offset. One pass writes
-every chunk's table; a malformed entry fails only its own chunk.
+The file is one JSON object of 70,000 entries (268 MB), read entry by entry by
+:mod:`ffhq_aging_assets.lib.json_stream` in a few megabytes. One pass writes every chunk's
+table; a malformed entry fails only its own chunk.
 
 Everything in the file is untrusted: every entry is validated field by field, and of the file
 paths only the name pattern ``NNNNN.png`` is ever used.
@@ -12,232 +10,25 @@ paths only the name pattern ``NNNNN.png`` is ever used.
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import dataclasses
-import gc
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 
 from ffhq_aging_assets.lib.chunks import CHUNK_SIZE, NUM_IMAGES, chunk_of
+from ffhq_aging_assets.lib.json_stream import JSONStreamError, gc_paused, iter_entries
 
-BLOCK = 1 << 20
-MAX_ENTRY_BYTES = 4 << 20
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
-_decoder = json.JSONDecoder()
-_scanstring = json.decoder.scanstring  # type: ignore[attr-defined]  # (untyped, public)
-_STR = r'"[^"\\\x00-\x1f]*+(?:\\.[^"\\\x00-\x1f]*+)*+"'
-_PLAIN = r'[^"\[\]{}]*+'
-_LIST1 = rf"\[{_PLAIN}(?:{_STR}{_PLAIN})*+\]"
-_LIST2 = rf"\[{_PLAIN}(?:(?:{_LIST1}|{_STR}){_PLAIN})*+\]"
-_OBJ1 = rf"\{{{_PLAIN}(?:(?:{_STR}|{_LIST2}|{_LIST1}){_PLAIN})*+\}}"
-_SKIPPABLE = re.compile(_OBJ1)
-_WS_RE = re.compile(r"[ \t\n\r]*")
-_OPEN = re.compile(r"[ \t\n\r]*\{[ \t\n\r]*")
-_FIELD = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')
-_SEP = re.compile(r"[ \t\n\r]*([,}])")
+# The aligned-image and thumbnail sections: two thirds of the file's numbers, never used.
 UNUSED_SECTIONS = frozenset({"image", "thumbnail"})
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while decoding.
-
-    Decoding allocates millions of small lists and floats, none in reference cycles; each
-    allocation burst would otherwise trigger collections that walk every live object, which
-    costs about a fifth of the parse.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class MetadataError(ValueError):
     """The metadata file or one of its entries is malformed; the message says where."""
-
-
-class _NeedMore(Exception):
-    """The buffer ends inside the current entry, or the entry is malformed: more data decides.
-
-    Carries where and why decoding stopped, reported if no more data arrives.
-    """
-
-    def __init__(self, pos: int, why: str) -> None:
-        super().__init__(why)
-        self.pos = pos
-        self.why = why
-
-
-class _Reader:
-    """A bounded text window over a UTF-8 byte stream that remembers byte offsets."""
-
-    def __init__(self, stream: BinaryIO, name: str) -> None:
-        self.stream = stream
-        self.name = name
-        self.decode = codecs.getincrementaldecoder("utf-8")()
-        self.buf = ""
-        self.base = stream.tell()
-        self.eof = False
-
-    def byte_offset(self, pos: int) -> int:
-        head = self.buf[:pos]
-        return self.base + (len(head) if head.isascii() else len(head.encode("utf-8")))
-
-    def fill(self, keep_from: int) -> int:
-        """Drop text before ``keep_from``, read one more block; returns the shift applied."""
-        if self.eof:
-            raise MetadataError(
-                f"{self.name}: the file ends at byte {self.byte_offset(len(self.buf))} "
-                "inside the JSON object"
-            )
-        self.base = self.byte_offset(keep_from)
-        block = self.stream.read(BLOCK)
-        try:
-            text = self.decode.decode(block, final=not block)
-        except UnicodeDecodeError as exc:
-            at = self.byte_offset(len(self.buf)) + exc.start
-            raise MetadataError(f"{self.name}: invalid UTF-8 near byte offset {at}") from None
-        self.eof = not block
-        self.buf = self.buf[keep_from:] + text
-        return keep_from
-
-    def error(self, pos: int, what: str) -> MetadataError:
-        return MetadataError(f"{self.name}: {what} at byte offset {self.byte_offset(pos)}")
-
-
-def iter_entries(
-    stream: BinaryIO,
-    *,
-    name: str = "metadata",
-    skip: frozenset[str] = UNUSED_SECTIONS,
-) -> Iterator[tuple[str, Any]]:
-    """Yield ``(key, value)`` for each top-level entry of a JSON object.
-
-    Args:
-        stream: a binary file, read from its current position (normally its start).
-        name: the file's name, for error messages.
-        skip: fields of each entry whose object values are matched but not decoded (they come
-            back as None).
-
-    Raises:
-        MetadataError: with the byte offset of the first malformed byte.
-    """
-    r = _Reader(stream, name)
-    while len(r.buf) < 2 and not r.eof:
-        r.fill(0)
-    match = _OPEN.match(r.buf)
-    if match is None:
-        raise r.error(_skip_ws(r.buf, 0), "expected a JSON object ('{')")
-    pos = match.end()
-    while pos >= len(r.buf) and not r.eof:
-        pos -= r.fill(pos)
-    if r.buf[pos : pos + 1] == "}":
-        return
-    while True:
-        entry_start = pos
-        while True:
-            try:
-                key, value, after, closed = _parse_entry(r, entry_start, skip)
-                break
-            except (_NeedMore, IndexError) as exc:
-                more = exc if isinstance(exc, _NeedMore) else _NeedMore(len(r.buf), "data ends")
-                if r.eof or len(r.buf) - entry_start > MAX_ENTRY_BYTES:
-                    if more.pos >= len(r.buf):
-                        raise r.error(more.pos, "the file ends inside the JSON object") from None
-                    raise r.error(more.pos, more.why) from None
-                entry_start -= r.fill(entry_start)
-        yield key, value
-        pos = after
-        if closed:
-            return
-
-
-def _field(buf: str, pos: int, what: str) -> tuple[str, int]:
-    """Match whitespace, a quoted name, a colon and whitespace."""
-    match = _FIELD.match(buf, pos)
-    if match is not None:
-        return match.group(1), match.end()
-    pos = _skip_ws(buf, pos)
-    if buf[pos] != '"':
-        raise _NeedMore(pos, f"expected a quoted {what}")
-    try:
-        name, pos = _scanstring(buf, pos + 1)
-    except json.JSONDecodeError as exc:
-        raise _NeedMore(exc.pos, exc.msg) from None
-    pos = _skip_ws(buf, pos)
-    if buf[pos] != ":":
-        raise _NeedMore(pos, f"expected ':' after {what} {name!r}")
-    return name, _skip_ws(buf, pos + 1)
-
-
-def _skip_ws(buf: str, pos: int) -> int:
-    """The position after any JSON whitespace at ``pos`` (the pattern also matches none)."""
-    match = _WS_RE.match(buf, pos)
-    return match.end() if match else pos
-
-
-def _after_value(buf: str, pos: int, what: str) -> tuple[int, bool]:
-    """Match whitespace and ``,`` (more follows) or ``}`` (the object closes)."""
-    match = _SEP.match(buf, pos)
-    if match is None:
-        raise _NeedMore(_skip_ws(buf, pos), f"expected ',' or '}}' after {what}")
-    return match.end(), match.group(1) == "}"
-
-
-def _value(buf: str, pos: int, where: str) -> tuple[Any, int]:
-    try:
-        return _decoder.raw_decode(buf, pos)
-    except json.JSONDecodeError as exc:
-        raise _NeedMore(exc.pos, f"{exc.msg} in entry {where!r}") from None
-
-
-def _parse_entry(r: _Reader, pos: int, skip: frozenset[str]) -> tuple[str, Any, int, bool]:
-    buf = r.buf
-    key, pos = _field(buf, pos, "key")
-    if skip and buf[pos] == "{":
-        value, pos = _object_skipping(buf, pos, skip, key)
-    else:
-        value, pos = _value(buf, pos, key)
-    pos, closed = _after_value(buf, pos, f"entry {key!r}")
-    return key, value, pos, closed
-
-
-def _object_skipping(
-    buf: str, pos: int, skip: frozenset[str], entry: str
-) -> tuple[dict[str, Any], int]:
-    """Decode an entry object, matching (not decoding) the values of the ``skip`` fields.
-
-    The skipped values (the aligned-image and thumbnail sections, two thirds of the file's
-    numbers) are never used: they are checked to be balanced brackets and strings, which is
-    several times cheaper than building them as Python objects.
-    """
-    out: dict[str, Any] = {}
-    pos = _OPEN.match(buf, pos).end()  # type: ignore[union-attr]
-    if buf[pos] == "}":
-        return out, pos + 1
-    closed = False
-    while not closed:
-        name, pos = _field(buf, pos, f"field name in entry {entry!r}")
-        if name in skip and buf[pos] == "{":
-            match = _SKIPPABLE.match(buf, pos)
-            if match is None:  # deeper than the pattern, cut off, or malformed
-                out[name], pos = _value(buf, pos, entry)
-            else:
-                out[name], pos = None, match.end()
-        else:
-            out[name], pos = _value(buf, pos, entry)
-        pos, closed = _after_value(buf, pos, f"field {name!r} in entry {entry!r}")
-    return out, pos
 
 
 METADATA_SCHEMA = pa.schema(
@@ -310,9 +101,6 @@ class TableBuilder:
         self.name = name
         self.columns: dict[str, list[Any]] = {f.name: [] for f in METADATA_SCHEMA}
 
-    def __len__(self) -> int:
-        return len(self.columns["image_number"])
-
     def add(self, key: str, value: Any) -> None:
         """Validate one entry and append it.
 
@@ -322,7 +110,7 @@ class TableBuilder:
         where = f"{self.name}: entry {key!r}"
         if not isinstance(value, dict):
             raise MetadataError(f"{where} is not a JSON object")
-        if not key.isdigit() or str(int(key)) != key or int(key) >= NUM_IMAGES:
+        if not (key.isascii() and key.isdigit()) or str(int(key)) != key or int(key) >= NUM_IMAGES:
             raise MetadataError(f"{where}: key is not an image number 0..{NUM_IMAGES - 1}")
         number = int(key)
         category = value.get("category")
@@ -385,44 +173,48 @@ class TableBuilder:
         """The validated entries as a table.
 
         Raises:
-            MetadataError: naming the first entry whose numeric arrays are malformed.
+            MetadataError: naming the first entry whose numeric arrays are malformed, or whose
+                text is not valid Unicode (an escaped lone surrogate).
         """
         arrays = []
         for field in METADATA_SCHEMA:
             values = self.columns[field.name]
-            if field.name in _NUMERIC:
-                arrays.append(self._numeric(field, values))
-            else:
-                arrays.append(pa.array(values, field.type))
+            try:
+                arrays.append(_array(field, values))
+            except _UNCONVERTIBLE:
+                raise self._culprit(field, values) from None
         return pa.Table.from_arrays(arrays, schema=METADATA_SCHEMA)
 
-    def _numeric(self, field: pa.Field, values: list[Any]) -> pa.Array:
-        nested = _NUMERIC_TYPES[field.name]
-        try:
-            arr = pa.array(values, nested)
-            flat = (
-                arr.flatten().flatten()
-                if pa.types.is_fixed_size_list(nested.value_type)
-                else arr.flatten()
-            )
-            if arr.null_count == 0 and flat.null_count == 0:
-                return pa.FixedSizeListArray.from_arrays(flat, field.type.list_size)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            pass
-        shape = "x".join(map(str, _NUMERIC[field.name]))
+    def _culprit(self, field: pa.Field, values: list[Any]) -> MetadataError:
+        """The error naming the first entry whose value alone fails to convert (slow, rare)."""
+        if field.name in _NUMERIC:
+            what = f"must be {'x'.join(map(str, _NUMERIC[field.name]))} numbers"
+        else:
+            what = "is not valid Unicode text"
         for number, value in zip(self.columns["image_number"], values, strict=True):
             try:
-                one = pa.array([value], nested)
-                ok = one.null_count == 0 and one.flatten().null_count == 0
-                if ok and pa.types.is_fixed_size_list(nested.value_type):
-                    ok = one.flatten().flatten().null_count == 0
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-                ok = False
-            if not ok:
-                raise MetadataError(
-                    f"{self.name}: entry '{number}': field {field.name!r} must be {shape} numbers"
-                )
-        raise MetadataError(f"{self.name}: field {field.name!r} could not be converted")
+                _array(field, [value])
+            except _UNCONVERTIBLE:
+                return MetadataError(f"{self.name}: entry '{number}': field {field.name!r} {what}")
+        return MetadataError(f"{self.name}: field {field.name!r} could not be converted")
+
+
+_UNCONVERTIBLE = (ValueError, TypeError)  # pyarrow's ArrowInvalid and ArrowTypeError among them
+
+
+def _array(field: pa.Field, values: list[Any]) -> pa.Array:
+    """One column of :data:`METADATA_SCHEMA`; raises one of ``_UNCONVERTIBLE`` if it is not."""
+    if field.name not in _NUMERIC:
+        return pa.array(values, field.type)
+    nested = _NUMERIC_TYPES[field.name]
+    arr = pa.array(values, nested)
+    flat = arr.flatten()
+    if pa.types.is_fixed_size_list(nested.value_type):
+        flat = flat.flatten()
+    # flatten() drops null sub-lists, so a null point would shift every later row's numbers.
+    if arr.null_count or flat.null_count or len(flat) != len(values) * field.type.list_size:
+        raise ValueError(f"{field.name}: null or missing numbers")
+    return pa.FixedSizeListArray.from_arrays(flat, field.type.list_size)
 
 
 def _check_file_path(where: str, file_path: str, number: int) -> None:
@@ -478,8 +270,9 @@ def convert(path: Path, write: Callable[[str, pa.Table], object]) -> Conversion:
         result.rows[chunk] = table.num_rows
         write(chunk, table)
 
-    with _gc_paused(), path.open("rb") as f:
-        for count, (key, value) in enumerate(iter_entries(f, name=path.name)):
+    with gc_paused(), path.open("rb") as f:
+        entries = iter_entries(f, name=path.name, skip=UNUSED_SECTIONS)
+        for count, (key, value) in enumerate(_as_metadata_errors(entries)):
             if key != str(count):
                 raise MetadataError(
                     f"{path.name}: entry {count} has key {key!r}; keys must be 0, 1, 2, ..."
@@ -498,3 +291,11 @@ def convert(path: Path, write: Callable[[str, pa.Table], object]) -> Conversion:
             result.entries = count + 1
         finish()
     return result
+
+
+def _as_metadata_errors(entries: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """The entries, with a malformed file reported as :class:`MetadataError` like a bad entry."""
+    try:
+        yield from entries
+    except JSONStreamError as exc:
+        raise MetadataError(str(exc)) from exc
