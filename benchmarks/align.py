@@ -109,8 +109,8 @@ class PeakRSS:
 
 def chunk(images: int, threads: int, processes: int, size: str) -> None:
 
+    from ffhq_aging_assets.lib.align_pipeline import ImageJob, align_chunk
     from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
-    from ffhq_aging_assets.lib.images import ImageJob, align_chunk
     from ffhq_aging_assets.lib.sources import DriveHttpSource
     from ffhq_aging_assets_tests.fake_drive import FakeDrive
     from ffhq_aging_assets_tests.fixtures import photo_file

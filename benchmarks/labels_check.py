@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ffhq_aging_assets.lib.chunks import chunk_range
-from ffhq_aging_assets.lib.labels import check_labels_file, parse_labels
+from ffhq_aging_assets.lib.labels_csv import check_labels_file, parse_labels
 from ffhq_aging_assets_tests.synthetic import write_labels_csv
 
 CACHE = Path(__file__).parent / ".cache"

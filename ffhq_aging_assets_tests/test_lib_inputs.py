@@ -5,7 +5,7 @@ import pytest
 
 from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
 from ffhq_aging_assets.lib.inputs import InputError, fetch_input
-from ffhq_aging_assets.lib.labels import check_labels_file
+from ffhq_aging_assets.lib.labels_csv import check_labels_file
 from ffhq_aging_assets.lib.sources import DriveHttpSource
 from ffhq_aging_assets_tests.synthetic import write_labels_csv
 
