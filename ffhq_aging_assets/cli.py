@@ -16,154 +16,33 @@ from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Any
 
+from ffhq_aging_assets.cli_options import add_build_arguments, add_dataset_arguments, run_config
 from ffhq_aging_assets.lib.chunks import parse_partitions
 from ffhq_aging_assets.lib.layout import DatasetLayout
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="ffhq-aging", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="materialize the asset graph for chosen chunks")
-    b.add_argument(
-        "--partitions",
-        default="00000",
-        help="chunk keys (00000,01000), a range (00000-05000) or 'all' [00000]",
+    b = sub.add_parser(
+        "build",
+        help="materialize the asset graph for chosen chunks",
+        # Every option in the usage line would bury each parse error under 30 lines.
+        usage="%(prog)s [options]",
+        description="Materialize the asset graph for chosen chunks, one Dagster run per chunk. "
+        "The options under a resource or asset config set its fields of the same name, the "
+        "settings the Dagster UI's launchpad shows. A file given by URL or path is accepted "
+        "unverified unless its md5 and size are given too.",
     )
-    b.add_argument(
-        "--select",
-        default=None,
-        help="asset selection, e.g. 'image_metadata' or 'group:metadata' [everything]",
-    )
-    b.add_argument(
-        "--limit",
-        type=_positive,
-        default=0,
-        help="only the first N images of each chunk (the 2020 --debug was 50)",
-    )
-    b.add_argument("--resolution", type=int, default=256, help="output size R x R [256]")
-    b.add_argument("--root", default="data", help="output folder [./data]")
-    b.add_argument(
-        "--source",
-        default="drive",
-        help="drive (anonymous), pydrive (Google account) or local:DIR [drive]",
-    )
-    b.add_argument(
-        "--local-only",
-        action="store_true",
-        help="with local:DIR, never fall back to Drive for missing files",
-    )
-    b.add_argument(
-        "--cmd-auth",
-        action="store_true",
-        help="pydrive: sign in by pasting a code in the terminal (no browser)",
-    )
-    b.add_argument(
-        "--client-secrets",
-        default=None,
-        help="pydrive: OAuth client file [$FFHQ_CLIENT_SECRETS or client_secrets.json]",
-    )
-    b.add_argument(
-        "--mode",
-        choices=["reference", "fast"],
-        default="reference",
-        help="alignment: the published crop byte for byte, or fast (>= 45 dB PSNR)",
-    )
-    b.add_argument(
-        "--num-processes",
-        type=_positive,
-        default=0,
-        help="alignment processes per step [0: one per core]",
-    )
-    b.add_argument(
-        "--keep-sources",
-        action="store_true",
-        help="keep downloaded in-the-wild photos under ROOT/sources",
-    )
-    b.add_argument(
-        "--no-verify-pixels",
-        action="store_true",
-        help="skip the pixel md5 check of each decoded photo",
-    )
-    b.add_argument(
-        "--device",
-        default="auto",
-        help="segmentation device: auto (CUDA when present), cpu, cuda:N [auto]",
-    )
-    b.add_argument(
-        "--batch-size",
-        type=_positive,
-        default=0,
-        help="segmentation batch size [0: 32 on CUDA, 4 on CPU]",
-    )
-    b.add_argument(
-        "--precision",
-        choices=("auto", "bf16", "fp32"),
-        default="auto",
-        help="on CUDA: bf16, strict fp32 (the published numerics), or auto: bf16 where it "
-        "agrees with fp32 on 99%% of the pixels of sampled faces [auto]",
-    )
-    b.add_argument(
-        "--fidelity-faces",
-        type=_positive,
-        default=8,
-        help="faces per chunk also segmented in fp32 to check bf16 [8]",
-    )
-    b.add_argument(
-        "--compile",
-        action="store_true",
-        help="on CUDA, run the model through torch.compile (kernels cached under the root; "
-        "pays off for steps much larger than 1,000 images)",
-    )
-    b.add_argument(
-        "--weights",
-        default=None,
-        help="URL or path of the segmentation checkpoint (deeplab_model.pth)",
-    )
-    b.add_argument("--weights-md5", default=None, help="its md5 (with --weights)")
-    b.add_argument("--weights-size", type=int, default=None, help="its size in bytes")
-    b.add_argument(
-        "--labels-csv",
-        default=None,
-        help="URL or path of ffhq_aging_labels.csv [the published one]",
-    )
-    b.add_argument("--labels-md5", default=None, help="its md5, to pin a copy")
-    b.add_argument("--num-threads", type=int, default=8, help="download threads per step [8]")
-    b.add_argument("--num-attempts", type=int, default=5, help="attempts per file [5]")
-    b.add_argument(
-        "--min-rate",
-        type=float,
-        default=50_000,
-        help="a file fails once it falls this many bytes/s behind, after the grace [50000]",
-    )
-    b.add_argument(
-        "--deadline-grace",
-        type=float,
-        default=120,
-        help="seconds each file may take beyond its bytes at --min-rate [120]",
-    )
-    b.add_argument("--metadata-url", default=None, help="URL or path of ffhq-dataset-v2.json")
-    b.add_argument("--metadata-md5", default=None, help="its md5 (with --metadata-url)")
-    b.add_argument("--metadata-size", type=int, default=None, help="its size in bytes")
-    b.add_argument("--license-url", default=None, help="URL or path of FFHQ's LICENSE.txt")
-    b.add_argument("--license-md5", default=None, help="its md5 (with --license-url)")
-    b.add_argument("--license-size", type=int, default=None, help="its size in bytes")
+    add_build_arguments(b)
     v = sub.add_parser("verify", help="check a copy of the dataset against its manifest")
-    v.add_argument("--root", default="data", help="dataset root [./data]")
-    v.add_argument("--resolution", type=int, default=256, help="dataset resolution [256]")
+    add_dataset_arguments(v)
     c = sub.add_parser("colorize", help="write colour pictures of the segmentation masks")
     c.add_argument("--partitions", default="00000", help="chunk keys, a range, or 'all'")
-    c.add_argument("--root", default="data", help="output folder [./data]")
-    c.add_argument("--resolution", type=int, default=256, help="dataset resolution [256]")
+    add_dataset_arguments(c)
     c.add_argument("--overlay", action="store_true", help="blend the colours over the faces")
     sub.add_parser(
         "ui",
@@ -171,85 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
         "further options go to dagster dev, e.g. -p 3001",
     )
     return parser
-
-
-def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Resource configuration for the runs, from the command line."""
-    source: dict[str, Any] = {
-        "num_threads": args.num_threads,
-        "num_attempts": args.num_attempts,
-        "min_bytes_per_second": args.min_rate,
-        "deadline_grace": args.deadline_grace,
-        "cmd_auth": args.cmd_auth,
-    }
-    if args.source.startswith("local:"):
-        source.update(
-            kind="local", local_dir=str(Path(args.source[6:]).resolve()), local_only=args.local_only
-        )
-    elif args.source in ("drive", "pydrive"):
-        source["kind"] = args.source
-    else:
-        raise SystemExit(
-            f"ffhq-aging: --source must be drive, pydrive or local:DIR, not {args.source!r}"
-        )
-    if args.client_secrets:
-        source["client_secrets"] = str(Path(args.client_secrets).resolve())
-    locations: dict[str, Any] = {}
-    for name in ("metadata", "license"):
-        url = getattr(args, f"{name}_url")
-        if url is not None:
-            # A different file: the published checksums no longer apply unless given again.
-            locations[f"{name}_url"] = _absolute(url)
-            locations[f"{name}_md5"] = getattr(args, f"{name}_md5")
-            locations[f"{name}_size"] = getattr(args, f"{name}_size")
-    weights: dict[str, Any] = {}
-    if args.weights is not None:
-        weights = {
-            "url": _absolute(args.weights),
-            "md5": args.weights_md5,
-            "size": args.weights_size,
-        }
-    labels: dict[str, Any] = {}
-    if args.labels_csv is not None:
-        labels = {"url": _absolute(args.labels_csv), "md5": args.labels_md5}
-    return {
-        "ops": {
-            "aligned_images": {
-                "config": {
-                    "mode": args.mode,
-                    "num_processes": args.num_processes,
-                    "keep_sources": args.keep_sources,
-                    "verify_pixel_md5": not args.no_verify_pixels,
-                }
-            },
-            "segmentation_masks": {
-                "config": {
-                    "device": args.device,
-                    "batch_size": args.batch_size,
-                    "compile": args.compile,
-                    "precision": args.precision,
-                    "fidelity_faces": args.fidelity_faces,
-                }
-            },
-        },
-        "resources": {
-            "dataset": {
-                "config": {
-                    "root": str(Path(args.root).resolve()),
-                    "resolution": args.resolution,
-                    "limit": args.limit,
-                }
-            },
-            "file_source": {"config": source},
-            "metadata_locations": {"config": locations},
-            "deeplab_weights": {"config": weights},
-            "labels_location": {"config": labels},
-        },
-    }
-
-
-def _absolute(url: str) -> str:
-    return url if "://" in url else str(Path(url).resolve())
 
 
 def ensure_dagster_home() -> Path:

@@ -11,7 +11,6 @@ from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
 from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets.lib.sources import (
     DriveHttpSource,
-    Fetched,
     LocalFolderSource,
     PyDriveSource,
     Source,
@@ -34,7 +33,11 @@ class DatasetResource(dg.ConfigurableResource):
     root: str = Field(default="data", description="Folder that receives every output.")
     resolution: int = Field(default=256, ge=64, le=1024, description="Output size R (R x R).")
     limit: int = Field(
-        default=0, ge=0, le=1000, description="Images per chunk; 0 means the whole chunk."
+        default=0,
+        ge=0,
+        le=1000,
+        description="Only the first N images of each chunk (the 2020 scripts' --debug was 50); "
+        "0 means the whole chunk.",
     )
 
     @property
@@ -60,12 +63,24 @@ class MetadataLocations(dg.ConfigurableResource):
     leave them empty to accept the file unverified.
     """
 
-    metadata_url: str = METADATA_URL
-    metadata_md5: str | None = METADATA_MD5
-    metadata_size: int | None = METADATA_SIZE
-    license_url: str = LICENSE_URL
-    license_md5: str | None = LICENSE_MD5
-    license_size: int | None = LICENSE_SIZE
+    metadata_url: str = Field(
+        default=METADATA_URL, description="URL or local path of ffhq-dataset-v2.json."
+    )
+    metadata_md5: str | None = Field(
+        default=METADATA_MD5, description="md5 of the metadata JSON; none accepts any."
+    )
+    metadata_size: int | None = Field(
+        default=METADATA_SIZE, ge=0, description="Size of the metadata JSON (bytes); none: any."
+    )
+    license_url: str = Field(
+        default=LICENSE_URL, description="URL or local path of FFHQ's LICENSE.txt."
+    )
+    license_md5: str | None = Field(
+        default=LICENSE_MD5, description="md5 of LICENSE.txt; none accepts any."
+    )
+    license_size: int | None = Field(
+        default=LICENSE_SIZE, ge=0, description="Size of LICENSE.txt (bytes); none: any."
+    )
 
     @property
     def metadata(self) -> FileSpec:
@@ -89,19 +104,32 @@ class FileSourceResource(dg.ConfigurableResource):
     unless ``local_only`` is set.
     """
 
-    kind: Literal["drive", "pydrive", "local"] = "drive"
-    local_dir: str | None = None
-    local_only: bool = False
+    kind: Literal["drive", "pydrive", "local"] = Field(
+        default="drive",
+        description="drive: anonymous Google Drive; pydrive: Drive signed in with a Google "
+        "account; local: the files in local_dir.",
+    )
+    local_dir: str | None = Field(
+        default=None, description="local: the folder that holds FFHQ's files."
+    )
+    local_only: bool = Field(
+        default=False,
+        description="local: never fall back to Drive for files the folder lacks.",
+    )
     client_secrets: str = Field(
-        default="client_secrets.json", description="OAuth client file (FFHQ_CLIENT_SECRETS)."
+        default="client_secrets.json",
+        description="pydrive: the OAuth client file ($FFHQ_CLIENT_SECRETS when set).",
     )
     credentials_file: str = Field(
         default="~/.config/ffhq-aging/drive-credentials.json",
         description="Where pydrive2 keeps the signed-in credentials.",
     )
-    cmd_auth: bool = False
-    num_attempts: int = Field(default=5, ge=1, le=50)
-    num_threads: int = Field(default=8, ge=1, le=64)
+    cmd_auth: bool = Field(
+        default=False,
+        description="pydrive: sign in by pasting a code in the terminal (no browser).",
+    )
+    num_attempts: int = Field(default=5, ge=1, le=50, description="Attempts per file.")
+    num_threads: int = Field(default=8, ge=1, le=64, description="Download threads per step.")
     backoff: float = Field(default=2.0, ge=0, description="First wait between attempts (s).")
     connect_timeout: float = Field(
         default=15.0, gt=0, description="Longest wait for a connection to open (s)."
@@ -169,10 +197,6 @@ class FileSourceResource(dg.ConfigurableResource):
             self._source = self.build()
         return self._source
 
-    def fetch(self, spec: FileSpec, dest: Path) -> Fetched:
-        """A verified local copy of ``spec``."""
-        return self.source.fetch(spec, dest)
-
 
 def client_secrets_setting() -> str | dg.EnvVar:
     """``FFHQ_CLIENT_SECRETS`` when set (resolved at run time, never logged), else the default.
@@ -193,9 +217,16 @@ class DeepLabWeights(dg.ConfigurableResource):
     checksums too, or leave them empty to accept the file unverified.
     """
 
-    url: str = WEIGHTS_URL
-    md5: str | None = WEIGHTS_MD5
-    size: int | None = WEIGHTS_SIZE
+    url: str = Field(
+        default=WEIGHTS_URL,
+        description="URL or local path of the face-parsing checkpoint deeplab_model.pth.",
+    )
+    md5: str | None = Field(
+        default=WEIGHTS_MD5, description="md5 of the checkpoint; none accepts any."
+    )
+    size: int | None = Field(
+        default=WEIGHTS_SIZE, ge=0, description="Size of the checkpoint (bytes); none: any."
+    )
 
     @property
     def spec(self) -> FileSpec:
@@ -214,9 +245,11 @@ class LabelsLocation(dg.ConfigurableResource):
     The CSV has no published checksum; give one to pin a copy.
     """
 
-    url: str = LABELS_URL
-    md5: str | None = None
-    size: int | None = None
+    url: str = Field(default=LABELS_URL, description="URL or local path of ffhq_aging_labels.csv.")
+    md5: str | None = Field(default=None, description="md5 of the CSV, to pin a copy.")
+    size: int | None = Field(
+        default=None, ge=0, description="Size of the CSV (bytes), to pin a copy."
+    )
 
     @property
     def spec(self) -> FileSpec:
