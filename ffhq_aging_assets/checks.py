@@ -37,12 +37,17 @@ def gate_results(asset: str, gates: Iterable[Gate]) -> list[dg.AssetCheckResult]
 
 
 IMAGE_METADATA_GATES = {
-    "row_count": "One row per image of the chunk (1,000, or the configured limit).",
-    "image_numbers": "Image numbers are exactly the chunk's range, each once.",
-    "landmarks_finite": "Every landmark, face rect and face quad coordinate is finite.",
+    "row_count": "A row for every image the run needs (the chunk's 1,000, or the configured "
+    "limit's first); the table keeps every row the JSON has for the chunk.",
+    "image_numbers": "Those rows' image numbers are exactly the chunk's first ones, each once.",
+    "landmarks_finite": "Every landmark, face rect and quad coordinate of those rows is finite.",
 }
 
-ALIGNMENT_GATES = {"geometry_valid": "Every crop geometry is finite, with a positive size."}
+ALIGNMENT_GATES = {
+    "geometry_valid": "Every crop geometry the run needs (the chunk's 1,000 images, or the "
+    "configured limit's first) is finite, with a positive size; the table holds every image "
+    "of the chunk."
+}
 
 IMAGE_GATES = {
     "image_count": "Every image of the chunk (1,000, or the configured limit) exists.",

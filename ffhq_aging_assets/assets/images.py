@@ -6,10 +6,10 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from ffhq_aging_assets.assets.metadata import chunk_metadata, landmarks_of
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import IMAGE_GATES, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
+from ffhq_aging_assets.lib.align_pipeline import ImageJob, align_chunk
 from ffhq_aging_assets.lib.chunks import image_name
 from ffhq_aging_assets.lib.download import FileSpec
 from ffhq_aging_assets.lib.files import (
@@ -18,7 +18,8 @@ from ffhq_aging_assets.lib.files import (
     orphan_temp_files,
     remove_orphan_temp_files,
 )
-from ffhq_aging_assets.lib.images import ImageJob, align_chunk, contact_sheet, is_valid_image
+from ffhq_aging_assets.lib.images import contact_sheet, is_valid_image
+from ffhq_aging_assets.lib.metadata_store import chunk_metadata, landmarks_of
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource
 
@@ -30,8 +31,14 @@ class AlignConfig(dg.Config):
         default="reference",
         description="reference: the published crop, byte for byte; fast: within 45 dB PSNR.",
     )
-    num_processes: int = Field(default=0, ge=0, le=256, description="0: one per core.")
-    keep_sources: bool = Field(default=False, description="Keep downloaded in-the-wild photos.")
+    num_processes: int = Field(
+        default=0, ge=0, le=256, description="Alignment processes per step; 0: one per core."
+    )
+    keep_sources: bool = Field(
+        default=False,
+        description="Keep the downloaded in-the-wild photos under ROOT/sources (deleted once "
+        "aligned otherwise).",
+    )
     verify_pixel_md5: bool = Field(
         default=True, description="Check each photo's decoded pixels against the metadata."
     )
@@ -63,7 +70,7 @@ def aligned_images(
     """
     chunk = context.partition_key
     layout = dataset.layout
-    meta = chunk_metadata(dataset, chunk)
+    meta = chunk_metadata(layout, chunk, dataset.per_chunk_limit)
     folder = layout.chunk_dir(chunk)
     folder.mkdir(parents=True, exist_ok=True)
     scratch = layout.sources_dir(chunk)

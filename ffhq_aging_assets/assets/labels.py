@@ -8,15 +8,15 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ffhq_aging_assets.assets.metadata import chunk_metadata
 from ffhq_aging_assets.automation import NIGHTLY_MISSING
 from ffhq_aging_assets.checks import LABEL_GATES, LABEL_WARNINGS, gate_results, gate_specs
 from ffhq_aging_assets.lib import gates
 from ffhq_aging_assets.lib.chunks import expected_numbers
 from ffhq_aging_assets.lib.inputs import fetch_input
-from ffhq_aging_assets.lib.labels import check_labels_file, parse_labels
+from ffhq_aging_assets.lib.labels_csv import check_labels_file, parse_labels
 from ffhq_aging_assets.lib.labels_table import DESCRIPTIONS, join_labels, low_confidence_rows
 from ffhq_aging_assets.lib.layout import LABELS_CSV
+from ffhq_aging_assets.lib.metadata_store import chunk_metadata
 from ffhq_aging_assets.lib.tables import markdown_preview, write_table
 from ffhq_aging_assets.metadata_values import column_schema, shared_input_result
 from ffhq_aging_assets.partitions import chunk_partitions
@@ -55,7 +55,7 @@ def ffhq_aging_labels_csv(
     group_name="labels",
     partitions_def=chunk_partitions,
     automation_condition=NIGHTLY_MISSING,
-    deps=["image_metadata", "segmentation_masks", "ffhq_aging_labels_csv"],
+    deps=["image_metadata", "mask_statistics", "ffhq_aging_labels_csv"],
     kinds={"parquet"},
     check_specs=gate_specs("labels_table", LABEL_GATES)
     + gate_specs("labels_table", LABEL_WARNINGS, blocking=False),
@@ -84,7 +84,11 @@ def labels_table(
             f"chunk {chunk}: no mask statistics at {stats_path}: materialize segmentation_masks "
             "for this chunk first"
         )
-    table = join_labels(parsed.table, chunk_metadata(dataset, chunk), pq.read_table(stats_path))
+    table = join_labels(
+        parsed.table,
+        chunk_metadata(dataset.layout, chunk, dataset.per_chunk_limit),
+        pq.read_table(stats_path),
+    )
     out = dataset.layout.labels_table(chunk)
     size = write_table(table, out)
     found = table.column("image_number").to_pylist()
