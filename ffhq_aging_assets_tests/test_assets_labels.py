@@ -40,7 +40,7 @@ def world(drive, tmp_path: Path, checkpoint: Path, labels: Path | None = None):
 
 
 def materialize(assets, instance, resources, **kwargs) -> dg.ExecuteInProcessResult:
-    names = {a.key.path[-1] for a in assets}
+    names = {key.path[-1] for a in assets for key in a.keys}
     ops = {k: v for k, v in CONFIG.ops.items() if k in names}
     return dg.materialize(
         assets, instance=instance, resources=resources, run_config=dg.RunConfig(ops=ops), **kwargs
