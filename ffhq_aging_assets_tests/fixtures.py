@@ -12,10 +12,21 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import numpy as np
 
+from ffhq_aging_assets.lib.chunks import expected_numbers
+from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
 from ffhq_aging_assets.lib.images import pixel_md5
+from ffhq_aging_assets.resources import (
+    DatasetResource,
+    DeepLabWeights,
+    FileSourceResource,
+    LabelsLocation,
+    MetadataLocations,
+)
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
 from ffhq_aging_assets_tests.synthetic import (
     WildFile,
@@ -40,7 +51,7 @@ class SyntheticFFHQ:
     license_size: int
     labels_url: str
 
-    def locations(self) -> dict[str, object]:
+    def locations(self) -> dict[str, Any]:
         return {
             "metadata_url": self.metadata_url,
             "metadata_md5": self.metadata_md5,
@@ -101,3 +112,53 @@ def serve_synthetic(
         license_size=len(LICENSE_TEXT),
         labels_url=drive.add("labelsCsv000001", labels.read_bytes(), "ffhq_aging_labels.csv"),
     )
+
+
+# A small world for the labels and the products: three chunks of three photos each, at 64 px.
+WORLD_LIMIT = 3
+WORLD_CHUNKS = ("00000", "01000", "02000")
+WORLD_CONFIG = dg.RunConfig(
+    ops={
+        "aligned_images": {"config": {"mode": "fast", "num_processes": 1}},
+        "segmentation_masks": {"config": {"device": "cpu", "batch_size": 3}},
+    }
+)
+
+
+def world(
+    drive: FakeDrive, tmp_path: Path, checkpoint: Path, labels: Path | None = None
+) -> tuple[SyntheticFFHQ, Path, dict[str, Any]]:
+    """Serve the small world; its root and the resources that build it from the fake Drive."""
+    folder = tmp_path / "served"
+    folder.mkdir(exist_ok=True)
+    photos = [n for c in WORLD_CHUNKS for n in expected_numbers(c, WORLD_LIMIT)]
+    served = serve_synthetic(drive, folder, count=2100, photos=photos)
+    root = tmp_path / "root"
+    resources = {
+        "dataset": DatasetResource(root=str(root), limit=WORLD_LIMIT, resolution=64),
+        "metadata_locations": MetadataLocations(**served.locations()),
+        "file_source": FileSourceResource(num_attempts=2, backoff=0.01),
+        "labels_location": LabelsLocation(url=str(labels) if labels else served.labels_url),
+        "deeplab_weights": DeepLabWeights(url=str(checkpoint), md5=None, size=None),
+    }
+    return served, root, resources
+
+
+def materialize(assets, instance, resources, **kwargs) -> dg.ExecuteInProcessResult:
+    """``dg.materialize`` with the world's step config for whichever of its ops are selected."""
+    names = {key.path[-1] for a in assets for key in a.keys}
+    ops = {k: v for k, v in WORLD_CONFIG.ops.items() if k in names}
+    return dg.materialize(
+        assets, instance=instance, resources=resources, run_config=dg.RunConfig(ops=ops), **kwargs
+    )
+
+
+# Downloads in the tests: quick retries, a file big enough for Drive's virus-scan page, a small one.
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, connect_timeout=2, read_timeout=1)
+BIG = bytes(range(256)) * 2048
+SMALL = b"FFHQ LICENSE " * 100
+
+
+def spec_for(url: str, data: bytes, name: str = "file.bin") -> FileSpec:
+    """The spec of ``data`` served at ``url``, with its true size and md5."""
+    return FileSpec(url, name, size=len(data), md5=hashlib.md5(data).hexdigest())

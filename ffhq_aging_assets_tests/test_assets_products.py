@@ -17,28 +17,23 @@ from ffhq_aging_assets.assets.products import (
 )
 from ffhq_aging_assets.assets.segmentation import deeplab_checkpoint, segmentation_masks
 from ffhq_aging_assets.cli import main
-from ffhq_aging_assets.lib.chunks import expected_numbers
 from ffhq_aging_assets.lib.labels_table import TABLE_SCHEMA
 from ffhq_aging_assets.resources import (
-    DatasetResource,
-    DeepLabWeights,
-    FileSourceResource,
     LabelsLocation,
-    MetadataLocations,
 )
-from ffhq_aging_assets_tests.fixtures import serve_synthetic
+from ffhq_aging_assets_tests.fixtures import (
+    WORLD_CHUNKS,
+    WORLD_LIMIT,
+    materialize,
+    serve_synthetic,
+    world,
+)
 
 SHARED = [ffhq_metadata_json, ffhq_aging_labels_csv, deeplab_checkpoint]
 CHUNK = [image_metadata, alignments, aligned_images, segmentation_masks, labels_table]
 PRODUCTS = [ffhq_aging_labels, age_distribution, training_splits, dataset_manifest]
-LIMIT = 3
-CHUNKS = ("00000", "01000", "02000")
-CONFIG = dg.RunConfig(
-    ops={
-        "aligned_images": {"config": {"mode": "fast", "num_processes": 1}},
-        "segmentation_masks": {"config": {"device": "cpu", "batch_size": 3}},
-    }
-)
+LIMIT = WORLD_LIMIT
+CHUNKS = WORLD_CHUNKS
 
 
 def csv_with(folder: Path, edits: dict[int, tuple[int, str]], extra: list[str]) -> Path:
@@ -51,30 +46,6 @@ def csv_with(folder: Path, edits: dict[int, tuple[int, str]], extra: list[str]) 
     path = folder / "edited_labels.csv"
     path.write_text("\n".join(lines + extra) + "\n")
     return path
-
-
-def world(drive, tmp_path: Path, checkpoint: Path, labels: Path | None = None):
-    folder = tmp_path / "served"
-    folder.mkdir(exist_ok=True)
-    photos = [n for c in CHUNKS for n in expected_numbers(c, LIMIT)]
-    served = serve_synthetic(drive, folder, count=2100, photos=photos)
-    root = tmp_path / "root"
-    resources = {
-        "dataset": DatasetResource(root=str(root), limit=LIMIT, resolution=64),
-        "metadata_locations": MetadataLocations(**served.locations()),
-        "file_source": FileSourceResource(num_attempts=2, backoff=0.01),
-        "labels_location": LabelsLocation(url=str(labels) if labels else served.labels_url),
-        "deeplab_weights": DeepLabWeights(url=str(checkpoint), md5=None, size=None),
-    }
-    return served, root, resources
-
-
-def materialize(assets, instance, resources, **kwargs) -> dg.ExecuteInProcessResult:
-    names = {key.path[-1] for a in assets for key in a.keys}
-    ops = {k: v for k, v in CONFIG.ops.items() if k in names}
-    return dg.materialize(
-        assets, instance=instance, resources=resources, run_config=dg.RunConfig(ops=ops), **kwargs
-    )
 
 
 @pytest.mark.slow

@@ -11,18 +11,10 @@ from ffhq_aging_assets.lib.download import (
     DownloadError,
     FileSpec,
     QuotaExceededError,
-    RetryPolicy,
     download,
 )
 from ffhq_aging_assets.lib.files import leftover_temp_files
-
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, connect_timeout=2, read_timeout=1)
-BIG = bytes(range(256)) * 2048  # 512 KiB: large enough for the virus-scan page
-SMALL = b"FFHQ LICENSE " * 100
-
-
-def spec_for(url: str, data: bytes, name: str = "file.bin") -> FileSpec:
-    return FileSpec(url, name, size=len(data), md5=hashlib.md5(data).hexdigest())
+from ffhq_aging_assets_tests.fixtures import BIG, FAST, SMALL, spec_for
 
 
 def test_small_file_comes_straight(drive, tmp_path: Path) -> None:
