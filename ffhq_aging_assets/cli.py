@@ -16,6 +16,8 @@ from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Any
 
+from ffhq_aging_assets import cli_login
+from ffhq_aging_assets.cli_login import add_login_arguments
 from ffhq_aging_assets.cli_options import add_build_arguments, add_dataset_arguments, run_config
 from ffhq_aging_assets.lib.chunks import parse_partitions
 from ffhq_aging_assets.lib.layout import DatasetLayout
@@ -38,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         "unverified unless its md5 and size are given too.",
     )
     add_build_arguments(b)
+    login = sub.add_parser(
+        "login",
+        help="sign in to Google once for --source pydrive (or check the saved sign-in)",
+        description="Sign in to Google for downloads with an account (--source pydrive): "
+        "Google's installed-app flow with a redirect to this machine, the credentials saved "
+        "readable by you only and refreshed when they expire. Runs never sign in themselves.",
+    )
+    add_login_arguments(login)
     v = sub.add_parser("verify", help="check a copy of the dataset against its manifest")
     add_dataset_arguments(v)
     c = sub.add_parser("colorize", help="write colour pictures of the segmentation masks")
@@ -274,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "build":
         return build(args)
+    if args.command == "login":
+        return cli_login.login(args)
     if args.command == "verify":
         return verify(args)
     if args.command == "colorize":

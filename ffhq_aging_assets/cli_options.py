@@ -58,6 +58,7 @@ LOCAL_PATHS = {
     ("dataset", "root"),
     ("file_source", "client_secrets"),
     ("file_source", "credentials_file"),
+    ("file_source", "service_account"),
 }
 # Written even at its default, so that every run's record names the folder it wrote.
 ALWAYS_SET = {("dataset", "root")}

@@ -12,10 +12,9 @@ from ffhq_aging_assets.jobs import JOBS
 from ffhq_aging_assets.resources import (
     DatasetResource,
     DeepLabWeights,
-    FileSourceResource,
     LabelsLocation,
     MetadataLocations,
-    client_secrets_setting,
+    file_source_from_env,
 )
 from ffhq_aging_assets.runs import dead_runs_sensor
 
@@ -28,7 +27,7 @@ defs = dg.Definitions(
     resources={
         "dataset": DatasetResource(),
         "metadata_locations": MetadataLocations(),
-        "file_source": FileSourceResource(client_secrets=client_secrets_setting()),
+        "file_source": file_source_from_env(),
         "deeplab_weights": DeepLabWeights(),
         "labels_location": LabelsLocation(),
     },

@@ -2,19 +2,16 @@
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from ffhq_aging_assets.lib.download import FileSpec, RetryPolicy
+from ffhq_aging_assets.lib.drive_api import DriveAccountSource
+from ffhq_aging_assets.lib.google_account import Account
 from ffhq_aging_assets.lib.layout import DatasetLayout
-from ffhq_aging_assets.lib.sources import (
-    DriveHttpSource,
-    LocalFolderSource,
-    PyDriveSource,
-    Source,
-)
+from ffhq_aging_assets.lib.sources import DriveHttpSource, LocalFolderSource, Source
 
 METADATA_URL = "https://drive.google.com/uc?id=16N0RV4fHI6joBuKbQAoG34V_cQk7vxSA"
 METADATA_SIZE = 267_793_842
@@ -95,18 +92,29 @@ class MetadataLocations(dg.ConfigurableResource):
         return FileSpec(self.license_url, "LICENSE.txt", self.license_size, self.license_md5)
 
 
+# Settings of the file source that the environment may give (for ``build``, ``login`` and
+# runs launched from the UI alike); a value set in a run's config wins over them.
+SOURCE_ENV = {
+    "client_secrets": "FFHQ_CLIENT_SECRETS",
+    "credentials_file": "FFHQ_DRIVE_CREDENTIALS",
+    "service_account": "FFHQ_SERVICE_ACCOUNT",
+    "api_endpoint": "FFHQ_DRIVE_API",
+}
+
+
 class FileSourceResource(dg.ConfigurableResource):
     """How files are fetched: anonymous Drive, Drive with a Google account, or a local folder.
 
-    ``drive`` downloads anonymously (Drive's daily quota applies); ``pydrive`` signs in with a
-    Google account through ``client_secrets`` (browser, or ``cmd_auth`` for a terminal);
+    ``drive`` downloads anonymously (Drive's daily quota applies); ``pydrive`` downloads through
+    the Drive API as the account signed in with ``ffhq-aging login`` (or as ``service_account``);
     ``local`` uses files already in ``local_dir`` and falls back to anonymous Drive for the rest
-    unless ``local_only`` is set.
+    unless ``local_only`` is set. A step never signs in interactively: without usable
+    credentials it fails at once, saying what to run.
     """
 
     kind: Literal["drive", "pydrive", "local"] = Field(
         default="drive",
-        description="drive: anonymous Google Drive; pydrive: Drive signed in with a Google "
+        description="drive: anonymous Google Drive; pydrive: the Drive API with a Google "
         "account; local: the files in local_dir.",
     )
     local_dir: str | None = Field(
@@ -118,15 +126,30 @@ class FileSourceResource(dg.ConfigurableResource):
     )
     client_secrets: str = Field(
         default="client_secrets.json",
-        description="pydrive: the OAuth client file ($FFHQ_CLIENT_SECRETS when set).",
+        description="pydrive: the OAuth client file ('Desktop app') used by `ffhq-aging login`; "
+        "$FFHQ_CLIENT_SECRETS when set.",
     )
     credentials_file: str = Field(
         default="~/.config/ffhq-aging/drive-credentials.json",
-        description="Where pydrive2 keeps the signed-in credentials.",
+        description="pydrive: the sign-in `ffhq-aging login` saved (owner-only); "
+        "$FFHQ_DRIVE_CREDENTIALS when set.",
     )
-    cmd_auth: bool = Field(
+    service_account: str | None = Field(
+        default=None,
+        description="pydrive: a service account's JSON key file, used instead of the saved "
+        "sign-in (headless hosts, workers); $FFHQ_SERVICE_ACCOUNT when set. Only the path is "
+        "kept in run config.",
+    )
+    copy_on_quota: bool = Field(
         default=False,
-        description="pydrive: sign in by pasting a code in the terminal (no browser).",
+        description="pydrive: when a file's download quota is exceeded, copy it into the "
+        "account's Drive, download the copy and delete it (needs `ffhq-aging login "
+        "--copy-on-quota`).",
+    )
+    api_endpoint: str | None = Field(
+        default=None,
+        description="pydrive: the Drive API v2 base URL, for a proxy or a private endpoint "
+        "[Google's]; $FFHQ_DRIVE_API when set.",
     )
     num_attempts: int = Field(default=5, ge=1, le=50, description="Attempts per file.")
     num_threads: int = Field(default=8, ge=1, le=64, description="Download threads per step.")
@@ -179,16 +202,25 @@ class FileSourceResource(dg.ConfigurableResource):
         if self.kind == "drive":
             return drive
         if self.kind == "pydrive":
-            return PyDriveSource(
-                Path(self.client_secrets).expanduser(),
-                Path(self.credentials_file).expanduser(),
-                cmd_auth=self.cmd_auth,
-                policy=self.policy,
-            )
+            return DriveAccountSource(self.account, self.policy, fallback=drive)
         if not self.local_dir:
             raise ValueError("file source 'local' needs local_dir: the folder with your FFHQ files")
         fallback = None if self.local_only else drive
         return LocalFolderSource(Path(self.local_dir).expanduser(), fallback)
+
+    @property
+    def account(self) -> Account:
+        """The Google identity and files the ``pydrive`` source uses."""
+        return Account(
+            client_secrets=Path(self.client_secrets).expanduser(),
+            credentials_file=Path(self.credentials_file).expanduser(),
+            service_account=Path(self.service_account).expanduser()
+            if self.service_account
+            else None,
+            copy_on_quota=self.copy_on_quota,
+            api_endpoint=self.api_endpoint,
+            timeout=self.read_timeout,
+        )
 
     @property
     def source(self) -> Source:
@@ -197,16 +229,33 @@ class FileSourceResource(dg.ConfigurableResource):
             self._source = self.build()
         return self._source
 
+    def events(self) -> dict[str, int] | None:
+        """What the Drive API made this step's account downloads do, by cause; None otherwise."""
+        source = self._source
+        return dict(source.counts) if isinstance(source, DriveAccountSource) else None
 
-def client_secrets_setting() -> str | dg.EnvVar:
-    """``FFHQ_CLIENT_SECRETS`` when set (resolved at run time, never logged), else the default.
 
-    Only the variable's presence is looked at here: an unset ``EnvVar`` would fail every run,
-    including the many that never use pydrive.
+def file_source_from_env() -> FileSourceResource:
+    """The file source with every ``SOURCE_ENV`` variable that is set, read at run time.
+
+    Only the variables' presence is looked at here, when the definitions load: an unset
+    ``EnvVar`` would fail every run, including the many that never use an account. The values
+    are resolved in the step's process, so the launchpad shows the variable, not a path.
     """
-    if "FFHQ_CLIENT_SECRETS" in os.environ:
-        return dg.EnvVar("FFHQ_CLIENT_SECRETS")
-    return "client_secrets.json"
+    settings: dict[str, Any] = {
+        name: dg.EnvVar(var) for name, var in SOURCE_ENV.items() if var in os.environ
+    }
+    return FileSourceResource(**settings)
+
+
+def source_setting(name: str, given: str | None) -> str | None:
+    """A file-source setting outside a run: ``given`` (a flag), its variable, or its default."""
+    if given is not None:
+        return given
+    if name in SOURCE_ENV and os.environ.get(SOURCE_ENV[name]):
+        return os.environ[SOURCE_ENV[name]]
+    default = FileSourceResource.model_fields[name].default
+    return None if default is None else str(default)
 
 
 class DeepLabWeights(dg.ConfigurableResource):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
+from ffhq_aging_assets_tests.fake_google import FakeGoogle
 from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state, write_published_checkpoint
 
@@ -67,3 +68,11 @@ def seeded_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "deeplab_model.pth"
     write_published_checkpoint(path, seeded_deeplab_state())
     return path
+
+
+@pytest.fixture
+def google(drive: FakeDrive) -> Iterator[FakeGoogle]:
+    """Google's OAuth endpoints and Drive API on loopback, serving the fake Drive's files too."""
+    server = FakeGoogle(drive).start()
+    yield server
+    server.stop()

@@ -127,7 +127,7 @@ def test_run_config_from_options(tmp_path: Path) -> None:
             "50",
             "--resolution",
             "512",
-            "--cmd-auth",
+            "--copy-on-quota",
             "--mode",
             "fast",
             "--keep-sources",

@@ -54,7 +54,8 @@ def test_every_existing_flag_sets_its_field(tmp_path: Path, monkeypatch) -> None
         *("--num-threads", "2", "--num-attempts", "9", "--min-rate", "1000"),
         *("--deadline-grace", "30", "--metadata-url", "m.json", "--metadata-md5", "m5"),
         *("--metadata-size", "11", "--license-url", "L.txt", "--license-md5", "l5"),
-        *("--license-size", "12", "--client-secrets", "cs.json", "--cmd-auth"),
+        *("--license-size", "12", "--client-secrets", "cs.json", "--copy-on-quota"),
+        *("--service-account", "key.json"),
         *("--source", "local:photos", "--local-only"),
     )
     ops, resources = config["ops"], config["resources"]
@@ -81,7 +82,8 @@ def test_every_existing_flag_sets_its_field(tmp_path: Path, monkeypatch) -> None
         "local_dir": str(tmp_path / "photos"),
         "local_only": True,
         "client_secrets": str(tmp_path / "cs.json"),
-        "cmd_auth": True,
+        "service_account": str(tmp_path / "key.json"),
+        "copy_on_quota": True,
         "num_threads": 2,
         "num_attempts": 9,
         "min_bytes_per_second": 1000.0,

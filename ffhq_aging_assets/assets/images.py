@@ -1,6 +1,7 @@
 """The images stage: every photo of the chunk fetched, verified, cropped and written."""
 
 import shutil
+from collections.abc import Mapping
 from typing import Literal
 
 import dagster as dg
@@ -106,17 +107,32 @@ def aligned_images(
         keep_sources=config.keep_sources,
         say=lambda line: context.log.info(f"chunk {chunk}: {line}"),
     )
+    source_events = file_source.events()
+    api_metadata = (
+        {} if source_events is None else {"drive_api_events": dg.MetadataValue.json(source_events)}
+    )
+    if report.causes or source_events:
+        context.log.info(
+            f"chunk {chunk}: failed by cause: {_counts_text(report.causes)}; Drive API "
+            f"events: {_counts_text(source_events or {})}"
+        )
     if report.failed:
         shown = "\n".join(f"  {n:05d}: {why}" for n, why in sorted(report.failed.items())[:20])
         more = len(report.failed) - 20
         raise dg.Failure(
             description=(
                 f"chunk {chunk}: {len(report.failed)} of {report.total} images failed "
-                f"({report.aligned} aligned, {report.skipped} already valid, all kept); "
+                f"({_counts_text(report.causes)}; {report.aligned} aligned, "
+                f"{report.skipped} already valid, all kept); "
                 f"run again to retry only these:\n{shown}"
                 + (f"\n  ... and {more} more" if more > 0 else "")
             ),
-            metadata={"failed": len(report.failed), "aligned": report.aligned},
+            metadata={
+                "failed": len(report.failed),
+                "aligned": report.aligned,
+                "failed_by_cause": dg.MetadataValue.json(dict(report.causes)),
+                **api_metadata,
+            },
         )
 
     missing = [j.number for j in jobs if not j.dest.exists()]
@@ -143,12 +159,17 @@ def aligned_images(
             "bytes_written": report.bytes_written,
             "seconds": round(report.seconds, 2),
             "images_per_second": round(report.rate, 3),
+            **api_metadata,
             "mode": config.mode,
             "resolution": dataset.resolution,
             "contact_sheet": dg.MetadataValue.md(contact_sheet([j.dest for j in jobs[:32]])),
         },
         check_results=checks,
     )
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{cause}: {n}" for cause, n in sorted(counts.items())) or "none"
 
 
 def _copy_license(dataset: DatasetResource) -> None:

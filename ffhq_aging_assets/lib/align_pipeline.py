@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class ChunkReport:
     aligned: int = 0
     skipped: int = 0
     failed: dict[int, str] = field(default_factory=dict)
+    causes: Counter[str] = field(default_factory=Counter)
     bytes_written: int = 0
     seconds: float = 0.0
 
@@ -149,6 +151,7 @@ def align_chunk(
                     release(job)
                     with lock:
                         report.failed[job.number] = str(exc)
+                        report.causes[exc.cause] += 1
                     return None
                 except BaseException:
                     release(job)
@@ -169,7 +172,13 @@ def align_chunk(
 
             aligning: dict[cf.Future, ImageJob] = {}
             for fetched in cf.as_completed([fetchers.submit(fetch, job) for job in todo]):
-                item = fetched.result()
+                try:
+                    item = fetched.result()
+                except BaseException:
+                    # Not one image's problem (a refused sign-in): queued downloads would only
+                    # fail the same way, so they are dropped and the step fails now.
+                    fetchers.shutdown(wait=False, cancel_futures=True)
+                    raise
                 if item is not None:
                     job, path, owned = item
                     future = pool.submit(
@@ -234,5 +243,7 @@ def _collect(aligning: dict[cf.Future, ImageJob], report: ChunkReport, block: bo
             report.aligned += 1
         except ImageError as exc:
             report.failed[job.number] = str(exc)
+            report.causes["bad image"] += 1
         except cf.process.BrokenProcessPool as exc:
             report.failed[job.number] = f"{job.dest.name}: alignment process died ({exc})"
+            report.causes["alignment process died"] += 1

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 QUOTA_ADVICE = (
     "Google Drive allows only so many anonymous downloads of a file per day. Wait a few hours "
     "and run the same command again (everything already verified is kept), or download with "
-    "your own Google account (--source pydrive, add --cmd-auth on a machine without a browser), "
+    "your own Google account (sign in once with `ffhq-aging login`, then --source pydrive), "
     "or point at files you already have (--source local:DIR)."
 )
 
@@ -68,15 +68,21 @@ def _quota_message(spec: FileSpec) -> str:
 
 
 class DownloadError(RuntimeError):
-    """A file could not be fetched and verified."""
+    """A file could not be fetched and verified; ``cause`` names the kind, for a chunk's counts."""
+
+    cause = "download failed"
 
 
 class ChecksumError(DownloadError):
     """The bytes received are not the expected file (size or md5 differ)."""
 
+    cause = "wrong bytes"
+
 
 class QuotaExceededError(DownloadError):
     """Google Drive refuses the file for now because of its download quota."""
+
+    cause = "download quota exceeded"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""``ffhq-aging login``: sign in to Google once, outside every run, or check the saved sign-in.
+
+Each setting is the file source's own (its flag, then its environment variable, then its
+default, as ``build`` and runs launched from the UI resolve them), so the sign-in saved here is
+the one the runs find.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ffhq_aging_assets.resources import SOURCE_ENV, FileSourceResource, source_setting
+
+# The file source's settings that login takes, as flags of the same names as in ``build``.
+SHARED = ("client_secrets", "credentials_file", "service_account", "api_endpoint")
+
+
+def add_login_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``login``."""
+    for name in SHARED:
+        field = FileSourceResource.model_fields[name]
+        default = f" [default {field.default}]" if field.default is not None else ""
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            help=(field.description or "").replace("pydrive: ", "").replace("%", "%%") + default,
+        )
+    parser.add_argument(
+        "--copy-on-quota",
+        action="store_true",
+        help="also ask for the drive.file scope, which copy_on_quota (--copy-on-quota of build) "
+        "needs to copy an over-quota file into your Drive and delete the copy",
+    )
+    parser.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="print the sign-in address instead of opening a browser, and read back the "
+        "http://localhost:PORT/?code=... address the browser ends on (for SSH sessions)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="local port Google redirects the browser to [0: any free port]",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="sign in nothing: say whose the saved sign-in (or service account) is and whether "
+        "Drive accepts it",
+    )
+
+
+def login(args: argparse.Namespace) -> int:
+    """Run ``ffhq-aging login``; 0 when signed in (or, with ``--check``, when the check passed)."""
+    from ffhq_aging_assets.lib.google_account import Account, SignInError, connect, sign_in, whoami
+
+    values = {name: source_setting(name, getattr(args, name)) for name in SHARED}
+    service_account = values["service_account"]
+    account = Account(
+        client_secrets=Path(values["client_secrets"] or "").expanduser(),
+        credentials_file=Path(values["credentials_file"] or "").expanduser(),
+        service_account=Path(service_account).expanduser() if service_account else None,
+        copy_on_quota=args.copy_on_quota,
+        api_endpoint=values["api_endpoint"],
+    )
+    try:
+        if args.check:
+            connection = connect(account)
+            where = (
+                f"service account key {account.service_account}"
+                if account.service_account
+                else f"sign-in saved at {account.credentials_file}"
+            )
+            print(f"ffhq-aging: the {where} works: Drive answers as {whoami(connection)}")
+            return 0
+        if account.service_account is not None:
+            print(
+                f"ffhq-aging: a service account ({account.service_account}, from "
+                f"--service-account or ${SOURCE_ENV['service_account']}) needs no sign-in; "
+                "check it with `ffhq-aging login --check`"
+            )
+            return 2
+        who = sign_in(account, open_browser=not args.no_browser, port=args.port)
+    except SignInError as exc:
+        print(f"ffhq-aging: {exc}")
+        return 1
+    print(
+        f"ffhq-aging: signed in as {who}; saved to {account.credentials_file} (readable by you "
+        "only). Runs with --source pydrive use it."
+    )
+    return 0
