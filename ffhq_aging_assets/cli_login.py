@@ -8,23 +8,21 @@ the one the runs find.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ffhq_aging_assets.resources import SOURCE_ENV, FileSourceResource, source_setting
+from ffhq_aging_assets.resources import SOURCE_ENV, FileSourceResource, account_from
 
 # The file source's settings that login takes, as flags of the same names as in ``build``.
-SHARED = ("client_secrets", "credentials_file", "service_account", "api_endpoint")
+SHARED = tuple(SOURCE_ENV)
 
 
 def add_login_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``login``."""
     for name in SHARED:
         field = FileSourceResource.model_fields[name]
-        default = f" [default {field.default}]" if field.default is not None else ""
         parser.add_argument(
             "--" + name.replace("_", "-"),
             default=None,
-            help=(field.description or "").replace("pydrive: ", "").replace("%", "%%") + default,
+            help=(field.description or "").replace("pydrive: ", "").replace("%", "%%"),
         )
     parser.add_argument(
         "--copy-on-quota",
@@ -54,16 +52,10 @@ def add_login_arguments(parser: argparse.ArgumentParser) -> None:
 
 def login(args: argparse.Namespace) -> int:
     """Run ``ffhq-aging login``; 0 when signed in (or, with ``--check``, when the check passed)."""
-    from ffhq_aging_assets.lib.google_account import Account, SignInError, connect, sign_in, whoami
+    from ffhq_aging_assets.lib.google_account import SignInError, connect, sign_in, whoami
 
-    values = {name: source_setting(name, getattr(args, name)) for name in SHARED}
-    service_account = values["service_account"]
-    account = Account(
-        client_secrets=Path(values["client_secrets"] or "").expanduser(),
-        credentials_file=Path(values["credentials_file"] or "").expanduser(),
-        service_account=Path(service_account).expanduser() if service_account else None,
-        copy_on_quota=args.copy_on_quota,
-        api_endpoint=values["api_endpoint"],
+    account = account_from(
+        {name: getattr(args, name) for name in SHARED}, copy_on_quota=args.copy_on_quota
     )
     try:
         if args.check:
@@ -78,7 +70,7 @@ def login(args: argparse.Namespace) -> int:
         if account.service_account is not None:
             print(
                 f"ffhq-aging: a service account ({account.service_account}, from "
-                f"--service-account or ${SOURCE_ENV['service_account']}) needs no sign-in; "
+                f"--service-account or ${SOURCE_ENV['service_account'][0]}) needs no sign-in; "
                 "check it with `ffhq-aging login --check`"
             )
             return 2

@@ -12,9 +12,9 @@ from ffhq_aging_assets.jobs import JOBS
 from ffhq_aging_assets.resources import (
     DatasetResource,
     DeepLabWeights,
+    FileSourceResource,
     LabelsLocation,
     MetadataLocations,
-    file_source_from_env,
 )
 from ffhq_aging_assets.runs import dead_runs_sensor
 
@@ -27,7 +27,7 @@ defs = dg.Definitions(
     resources={
         "dataset": DatasetResource(),
         "metadata_locations": MetadataLocations(),
-        "file_source": file_source_from_env(),
+        "file_source": FileSourceResource(),
         "deeplab_weights": DeepLabWeights(),
         "labels_location": LabelsLocation(),
     },

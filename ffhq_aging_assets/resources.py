@@ -2,7 +2,7 @@
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -92,14 +92,24 @@ class MetadataLocations(dg.ConfigurableResource):
         return FileSpec(self.license_url, "LICENSE.txt", self.license_size, self.license_md5)
 
 
-# Settings of the file source that the environment may give (for ``build``, ``login`` and
-# runs launched from the UI alike); a value set in a run's config wins over them.
+# Settings of the file source that may come from the environment. A value in the run's config
+# (a `build` flag, the launchpad) wins; else the variable, read where the step runs; else the
+# default. Read at run time rather than bound with `dg.EnvVar`: Dagster drops a resource's bound
+# values as soon as a run's config sets any field of it, and `--source pydrive` always does.
 SOURCE_ENV = {
-    "client_secrets": "FFHQ_CLIENT_SECRETS",
-    "credentials_file": "FFHQ_DRIVE_CREDENTIALS",
-    "service_account": "FFHQ_SERVICE_ACCOUNT",
-    "api_endpoint": "FFHQ_DRIVE_API",
+    "client_secrets": ("FFHQ_CLIENT_SECRETS", "client_secrets.json"),
+    "credentials_file": ("FFHQ_DRIVE_CREDENTIALS", "~/.config/ffhq-aging/drive-credentials.json"),
+    "service_account": ("FFHQ_SERVICE_ACCOUNT", None),
+    "api_endpoint": ("FFHQ_DRIVE_API", None),
 }
+
+
+def source_setting(name: str, given: str | None) -> str | None:
+    """A file-source setting: ``given`` (config or flag), else its variable, else its default."""
+    if given:
+        return given
+    variable, default = SOURCE_ENV[name]
+    return os.environ.get(variable) or default
 
 
 class FileSourceResource(dg.ConfigurableResource):
@@ -124,21 +134,21 @@ class FileSourceResource(dg.ConfigurableResource):
         default=False,
         description="local: never fall back to Drive for files the folder lacks.",
     )
-    client_secrets: str = Field(
-        default="client_secrets.json",
-        description="pydrive: the OAuth client file ('Desktop app') used by `ffhq-aging login`; "
-        "$FFHQ_CLIENT_SECRETS when set.",
+    client_secrets: str | None = Field(
+        default=None,
+        description="pydrive: the OAuth client file ('Desktop app') of `ffhq-aging login`; "
+        "none: $FFHQ_CLIENT_SECRETS, else client_secrets.json.",
     )
-    credentials_file: str = Field(
-        default="~/.config/ffhq-aging/drive-credentials.json",
-        description="pydrive: the sign-in `ffhq-aging login` saved (owner-only); "
-        "$FFHQ_DRIVE_CREDENTIALS when set.",
+    credentials_file: str | None = Field(
+        default=None,
+        description="pydrive: the sign-in `ffhq-aging login` saved (owner-only); none: "
+        "$FFHQ_DRIVE_CREDENTIALS, else ~/.config/ffhq-aging/drive-credentials.json.",
     )
     service_account: str | None = Field(
         default=None,
         description="pydrive: a service account's JSON key file, used instead of the saved "
-        "sign-in (headless hosts, workers); $FFHQ_SERVICE_ACCOUNT when set. Only the path is "
-        "kept in run config.",
+        "sign-in (headless hosts, workers); none: $FFHQ_SERVICE_ACCOUNT, else no service "
+        "account. Only the path is kept in run config.",
     )
     copy_on_quota: bool = Field(
         default=False,
@@ -148,8 +158,8 @@ class FileSourceResource(dg.ConfigurableResource):
     )
     api_endpoint: str | None = Field(
         default=None,
-        description="pydrive: the Drive API v2 base URL, for a proxy or a private endpoint "
-        "[Google's]; $FFHQ_DRIVE_API when set.",
+        description="pydrive: the Drive API v2 base URL, for a proxy or a private endpoint; "
+        "none: $FFHQ_DRIVE_API, else Google's.",
     )
     num_attempts: int = Field(default=5, ge=1, le=50, description="Attempts per file.")
     num_threads: int = Field(default=8, ge=1, le=64, description="Download threads per step.")
@@ -210,15 +220,10 @@ class FileSourceResource(dg.ConfigurableResource):
 
     @property
     def account(self) -> Account:
-        """The Google identity and files the ``pydrive`` source uses."""
-        return Account(
-            client_secrets=Path(self.client_secrets).expanduser(),
-            credentials_file=Path(self.credentials_file).expanduser(),
-            service_account=Path(self.service_account).expanduser()
-            if self.service_account
-            else None,
+        """The Google identity and files the ``pydrive`` source uses (see ``SOURCE_ENV``)."""
+        return account_from(
+            {name: getattr(self, name) for name in SOURCE_ENV},
             copy_on_quota=self.copy_on_quota,
-            api_endpoint=self.api_endpoint,
             timeout=self.read_timeout,
         )
 
@@ -235,27 +240,20 @@ class FileSourceResource(dg.ConfigurableResource):
         return dict(source.counts) if isinstance(source, DriveAccountSource) else None
 
 
-def file_source_from_env() -> FileSourceResource:
-    """The file source with every ``SOURCE_ENV`` variable that is set, read at run time.
-
-    Only the variables' presence is looked at here, when the definitions load: an unset
-    ``EnvVar`` would fail every run, including the many that never use an account. The values
-    are resolved in the step's process, so the launchpad shows the variable, not a path.
-    """
-    settings: dict[str, Any] = {
-        name: dg.EnvVar(var) for name, var in SOURCE_ENV.items() if var in os.environ
-    }
-    return FileSourceResource(**settings)
-
-
-def source_setting(name: str, given: str | None) -> str | None:
-    """A file-source setting outside a run: ``given`` (a flag), its variable, or its default."""
-    if given is not None:
-        return given
-    if name in SOURCE_ENV and os.environ.get(SOURCE_ENV[name]):
-        return os.environ[SOURCE_ENV[name]]
-    default = FileSourceResource.model_fields[name].default
-    return None if default is None else str(default)
+def account_from(
+    given: dict[str, str | None], *, copy_on_quota: bool, timeout: float = 60.0
+) -> Account:
+    """The account that settings given in config or flags, the environment and defaults name."""
+    value = {name: source_setting(name, given.get(name)) for name in SOURCE_ENV}
+    key = value["service_account"]
+    return Account(
+        client_secrets=Path(value["client_secrets"] or "").expanduser(),
+        credentials_file=Path(value["credentials_file"] or "").expanduser(),
+        service_account=Path(key).expanduser() if key else None,
+        copy_on_quota=copy_on_quota,
+        api_endpoint=value["api_endpoint"],
+        timeout=timeout,
+    )
 
 
 class DeepLabWeights(dg.ConfigurableResource):

@@ -57,6 +57,7 @@ def service_key_file(google: FakeGoogle, folder: Path, name: str = "builder.json
 
 def signed_in(google: FakeGoogle, folder: Path, *, copy_on_quota: bool = False) -> Account:
     """An account signed in through ``login``'s paste-back flow, its credentials saved."""
+    folder.mkdir(parents=True, exist_ok=True)
     account = Account(
         client_secrets=client_file(google, folder),
         credentials_file=folder / "config" / "drive-credentials.json",

@@ -104,7 +104,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() too, and float() refuses it
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -167,7 +167,7 @@ class RateGate:
     def slow_down(self, retry_after: float | None) -> float:
         """A rate limit was hit: push the resume time out; returns the pause from now."""
         with self._lock:
-            delay = min(self.cap, self.base * 2**self._level) + self._random.uniform(0, self.base)
+            delay = self.base * 2**self._level + self._random.uniform(0, self.base)
             if retry_after is not None:
                 delay = max(delay, retry_after)
             self._level = min(self._level + 1, 16)
@@ -241,7 +241,19 @@ class DriveAccountSource:
         self._download(spec, file_id, dest)
         return Fetched(dest, owned=True, fetched=True)
 
-    def _download(self, spec: FileSpec, file_id: str, dest: Path, may_copy: bool = True) -> None:
+    def _refuse_sign_in(self, message: str) -> SignInError:
+        """A sign-in Google refused mid-step, remembered so no later download asks again."""
+        error = SignInError(message)
+        with self._lock:
+            self._sign_in_error = error
+        return error
+
+    def _download(self, spec: FileSpec, file_id: str, dest: Path, is_copy: bool = False) -> None:
+        """Download ``file_id`` for ``spec``; ``is_copy``: a temporary copy of an over-quota file.
+
+        A copy's own final failure (quota, unavailable, refused) is not counted: the file it
+        stands for is counted once, as over quota, by the caller.
+        """
         attempts = limited = 0
         while True:
             self.gate.wait()
@@ -249,6 +261,8 @@ class DriveAccountSource:
                 self._get(spec, file_id, dest)
                 self.gate.recovered()
                 return
+            except SignInError:
+                raise
             except ChecksumError as exc:
                 cause, problem = WRONG_BYTES, str(exc)
             except (TimeoutError, OSError, http.client.HTTPException) as exc:
@@ -274,27 +288,30 @@ class DriveAccountSource:
                     )
                     continue
                 elif failure.kind == "quota":
-                    if may_copy and self.account.copy_on_quota:
+                    if not is_copy and self.account.copy_on_quota:
                         if self._via_copy(spec, file_id, dest):
                             return
-                    self._count(QUOTA)
+                    if not is_copy:
+                        self._count(QUOTA)
                     raise DriveQuotaError(
                         f"{spec.name}: the download quota of Drive file {file_id} is exceeded "
                         f"for today. {QUOTA_ADVICE}"
                     ) from None
                 elif failure.kind == "unavailable":
-                    self._count(UNAVAILABLE)
+                    if not is_copy:
+                        self._count(UNAVAILABLE)
                     raise UnavailableError(
                         f"{spec.name}: Drive file {file_id} is unavailable ({failure.status} "
                         f"{failure.reason}: {failure.message}); not retried"
                     ) from None
                 elif failure.kind == "auth":
-                    raise SignInError(
+                    raise self._refuse_sign_in(
                         f"Drive refused the sign-in ({failure.message}): "
                         + self.account.login_advice()
                     ) from None
                 elif failure.kind == "refused":
-                    self._count(REFUSED)
+                    if not is_copy:
+                        self._count(REFUSED)
                     raise RefusedError(
                         f"{spec.name}: Drive refused file {file_id} ({failure.status} "
                         f"{failure.reason}: {failure.message})"
@@ -327,7 +344,7 @@ class DriveAccountSource:
         if type(exc).__name__.endswith("RefreshError"):
             verdict = refresh_failure(exc)
             if verdict is not None:
-                raise SignInError(
+                raise self._refuse_sign_in(
                     f"Google refused to refresh the sign-in ({verdict}): "
                     + self.account.login_advice()
                 ) from None
@@ -367,7 +384,7 @@ class DriveAccountSource:
             return False
         copy_id = str(copy["id"])
         try:
-            self._download(spec, copy_id, dest, may_copy=False)
+            self._download(spec, copy_id, dest, is_copy=True)
         except DownloadError as exc:
             log.warning("%s: the copy %s failed too: %s", spec.name, copy_id, exc)
             return False
