@@ -23,8 +23,8 @@ import secrets
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
@@ -108,7 +108,8 @@ _NOT_FOUND_PAGE = b"""<!DOCTYPE html><html lang=en><meta charset=utf-8>
 <p>The requested URL was not found on this server.
 <ins>That's all we know.</ins>"""
 
-_AUTH_ERROR_PAGE = """<!DOCTYPE html><html lang="en"><head><title>{title}</title></head><body>
+_AUTH_ERROR_PAGE = """<!DOCTYPE html><html lang="en"><head><title>Sign in - Google Accounts</title>
+</head><body>
 <div id="error"><h1>Access blocked: authorisation error</h1><p>{detail}</p>
 <p>Error {status}: {error}</p></div></body></html>"""
 
@@ -186,6 +187,7 @@ class _File:
     owner: str | None
     created: str = _ORIGINALS_DATE
     anonymous_url: str | None = None
+    parents: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -353,12 +355,6 @@ class FakeGoogle:
         with self._lock:
             self._faults[file_id].extend(faults)
 
-    def file_bytes(self, file_id: str) -> bytes:
-        found = self._find(file_id)
-        if found is None:
-            raise KeyError(file_id)
-        return found.data
-
     def media_requests(self, file_id: str) -> int:
         """Media (``alt=media``) requests for the file, whatever they were answered."""
         with self._lock:
@@ -400,7 +396,7 @@ class FakeGoogle:
         method: str,
         path: str,
         query_string: str,
-        headers: Mapping[str, str],
+        headers: Message,
         body: bytes,
         peer: tuple[str, int],
     ) -> _Reply:
@@ -475,7 +471,7 @@ class FakeGoogle:
             )
         return _redirect(redirect_uri, {**state, "code": code, "scope": " ".join(scopes)}, who=who)
 
-    def _token(self, form: dict[str, str], headers: Mapping[str, str]) -> _Reply:
+    def _token(self, form: dict[str, str], headers: Message) -> _Reply:
         grant_type = form.get("grant_type", "")
         if grant_type == "authorization_code":
             status, body, who = self._exchange_code(form, headers)
@@ -496,7 +492,7 @@ class FakeGoogle:
         return _Reply(status, _dumps(body), _TOKEN_JSON, headers_out, who=who)
 
     def _client(
-        self, form: dict[str, str], headers: Mapping[str, str]
+        self, form: dict[str, str], headers: Message
     ) -> tuple[str | None, dict[str, str] | None]:
         client_id, secret = form.get("client_id"), form.get("client_secret")
         basic = headers.get("Authorization", "")
@@ -531,7 +527,7 @@ class FakeGoogle:
         return access_token
 
     def _exchange_code(
-        self, form: dict[str, str], headers: Mapping[str, str]
+        self, form: dict[str, str], headers: Message
     ) -> tuple[int, dict[str, Any], str | None]:
         client_id, error = self._client(form, headers)
         if error is not None:
@@ -579,7 +575,7 @@ class FakeGoogle:
         return 200, body, code.who
 
     def _refresh(
-        self, form: dict[str, str], headers: Mapping[str, str]
+        self, form: dict[str, str], headers: Message
     ) -> tuple[int, dict[str, Any], str | None]:
         client_id, error = self._client(form, headers)
         if error is not None:
@@ -700,7 +696,7 @@ class FakeGoogle:
         method: str,
         rest: str,
         query: dict[str, str],
-        headers: Mapping[str, str],
+        headers: Message,
         body: bytes,
         peer: tuple[str, int],
     ) -> _Reply:
@@ -723,7 +719,7 @@ class FakeGoogle:
         parts: list[str],
         file_id: str | None,
         query: dict[str, str],
-        headers: Mapping[str, str],
+        headers: Message,
         body: bytes,
         media: bool,
     ) -> _Reply:
@@ -790,7 +786,7 @@ class FakeGoogle:
         who: str,
         scopes: set[str],
         query: dict[str, str],
-        headers: Mapping[str, str],
+        headers: Message,
         media: bool,
     ) -> _Reply:
         readers = {DRIVE, DRIVE_READONLY}
@@ -864,7 +860,7 @@ class FakeGoogle:
         new_id = "1" + secrets.token_urlsafe(24)
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         title = request.get("title") or f"Copy of {source.name}"
-        copy = _File(source.data, title, who, created=now)
+        copy = _File(source.data, title, who, created=now, parents=request.get("parents") or [])
         with self._lock:
             self._files[new_id] = copy
             self.copies.append(Copy(file_id, new_id, who))
@@ -909,7 +905,7 @@ class FakeGoogle:
             "createdDate": found.created,
             "modifiedDate": found.created,
             "downloadUrl": f"{self.api_endpoint}files/{file_id}?alt=media&source=downloadUrl",
-            "parents": [],
+            "parents": found.parents,
             "originalFilename": found.name,
             "fileExtension": found.name.rpartition(".")[2] if "." in found.name else "",
             "md5Checksum": md5,
@@ -1147,9 +1143,7 @@ def _insufficient_scope(needed: str) -> _Reply:
 
 
 def _auth_page(status: int, error: str, detail: str) -> _Reply:
-    page = _AUTH_ERROR_PAGE.format(
-        title="Error", detail=detail, status=status, error=error
-    ).encode()
+    page = _AUTH_ERROR_PAGE.format(detail=detail, status=status, error=error).encode()
     return _Reply(status, page, _HTML)
 
 

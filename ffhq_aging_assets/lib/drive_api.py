@@ -144,12 +144,15 @@ class RateGate:
     """One backoff for all threads of a step: a rate limit slows every thread, not just one.
 
     Each rate limit doubles the pause (``base`` * 2^n, capped at ``cap``), adds up to ``base``
-    seconds of jitter, and never waits less than the server's ``Retry-After``. A success
-    halves the level again.
+    seconds of jitter, and never waits less than the server's ``Retry-After`` (up to
+    ``longest``: a server asking for hours gets the file failed by the attempt limit instead of
+    a step asleep). A success lowers the level by one, halving the next pause.
     """
 
-    def __init__(self, base: float = 1.0, cap: float = 64.0, seed: int | None = None) -> None:
-        self.base, self.cap = base, cap
+    def __init__(
+        self, base: float = 1.0, cap: float = 64.0, seed: int | None = None, longest: float = 600.0
+    ) -> None:
+        self.base, self.cap, self.longest = base, cap, longest
         self._level = 0
         self._resume_at = 0.0
         self._lock = threading.Lock()
@@ -167,9 +170,9 @@ class RateGate:
     def slow_down(self, retry_after: float | None) -> float:
         """A rate limit was hit: push the resume time out; returns the pause from now."""
         with self._lock:
-            delay = self.base * 2**self._level + self._random.uniform(0, self.base)
+            delay = min(self.cap, self.base * 2**self._level) + self._random.uniform(0, self.base)
             if retry_after is not None:
-                delay = max(delay, retry_after)
+                delay = max(delay, min(retry_after, self.longest))
             self._level = min(self._level + 1, 16)
             self._resume_at = max(self._resume_at, time.monotonic() + delay)
             return self._resume_at - time.monotonic()
