@@ -382,7 +382,7 @@ class DriveAccountSource:
                 .copy(fileId=file_id, body={"title": f"ffhq-aging temporary copy of {spec.name}"})
                 .execute(http=http)
             )
-        except HttpError as exc:
+        except (HttpError, OSError, http.client.HTTPException) as exc:
             log.warning("%s: could not copy Drive file %s: %s", spec.name, file_id, exc)
             return False
         copy_id = str(copy["id"])
@@ -394,7 +394,7 @@ class DriveAccountSource:
         finally:
             try:
                 service.files().delete(fileId=copy_id).execute(http=http)
-            except HttpError as exc:
+            except (HttpError, OSError, http.client.HTTPException) as exc:
                 log.warning(
                     "%s: the temporary copy %s stays in your Drive (delete it by hand): %s",
                     spec.name,
