@@ -16,9 +16,6 @@ from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Any
 
-from ffhq_aging_assets import cli_login
-from ffhq_aging_assets.cli_login import add_login_arguments
-from ffhq_aging_assets.cli_options import add_build_arguments, add_dataset_arguments, run_config
 from ffhq_aging_assets.lib.chunks import parse_partitions
 from ffhq_aging_assets.lib.layout import DatasetLayout
 
@@ -27,6 +24,11 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
+    # Imported here, not above: the config classes take the instance's settings as defaults
+    # when imported, so $DAGSTER_HOME must be settled first (see ``main``).
+    from ffhq_aging_assets.cli_login import add_login_arguments
+    from ffhq_aging_assets.cli_options import add_build_arguments, add_dataset_arguments
+
     parser = argparse.ArgumentParser(prog="ffhq-aging", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser(
@@ -112,6 +114,8 @@ def build(args: argparse.Namespace) -> int:
         chunks = parse_partitions(args.partitions)
     except ValueError as exc:
         raise SystemExit(f"ffhq-aging: {exc}") from None
+    from ffhq_aging_assets.cli_options import run_config
+
     config = run_config(args)
     ensure_dagster_home()
 
@@ -253,7 +257,11 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def colorize(args: argparse.Namespace) -> int:
-    """Write ``{chunk}/parsings_color/{NNNNN}.png`` beside each chunk's ``parsings/`` folder."""
+    """Write colour masks beside each chunk's ``parsings/`` folder.
+
+    ``{chunk}/parsings_color/{NNNNN}.png``, or with ``--overlay`` the colours blended over the
+    faces in ``{chunk}/parsings_overlay/``, so neither kind replaces the other.
+    """
     from ffhq_aging_assets.lib.masks import write_color
 
     try:
@@ -261,14 +269,16 @@ def colorize(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"ffhq-aging: {exc}") from None
     layout = DatasetLayout(Path(args.root).resolve(), args.resolution)
+    kind = "overlaid masks" if args.overlay else "colour masks"
+    folder_of = layout.overlay_masks_dir if args.overlay else layout.colour_masks_dir
     total = 0
     for chunk in chunks:
         masks = sorted(layout.parsings_dir(chunk).glob("[0-9][0-9][0-9][0-9][0-9].png"))
-        colours = layout.colour_masks_dir(chunk)
+        folder = folder_of(chunk)
         for mask in masks:
             face = layout.chunk_dir(chunk) / mask.name if args.overlay else None
-            write_color(mask, colours / mask.name, face)
-        print(f"chunk {chunk}: {len(masks)} colour masks in {colours}")
+            write_color(mask, folder / mask.name, face)
+        print(f"chunk {chunk}: {len(masks)} {kind} in {folder}")
         total += len(masks)
     if not total:
         print(f"no masks under {layout.dataset_dir}: build segmentation_masks first")
@@ -278,6 +288,7 @@ def colorize(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ffhq-aging`` console script."""
+    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "ui":
@@ -285,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "build":
         return build(args)
     if args.command == "login":
-        return cli_login.login(args)
+        from ffhq_aging_assets.cli_login import login
+
+        return login(args)
     if args.command == "verify":
         return verify(args)
     if args.command == "colorize":

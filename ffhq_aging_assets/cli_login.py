@@ -1,18 +1,19 @@
 """``ffhq-aging login``: sign in to Google once, outside every run, or check the saved sign-in.
 
-Each setting is the file source's own (its flag, then its environment variable, then its
-default, as ``build`` and runs launched from the UI resolve them), so the sign-in saved here is
-the one the runs find.
+Each setting is the file source's own (its flag, else its default: the environment variable,
+the instance's settings file, the built-in value, as ``build`` and runs launched from the UI
+resolve them), so the sign-in saved here is the one the runs find.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ffhq_aging_assets.resources import SOURCE_ENV, FileSourceResource, account_from
+from ffhq_aging_assets.resources import FileSourceResource
+from ffhq_aging_assets.settings import ENVIRONMENT
 
 # The file source's settings that login takes, as flags of the same names as in ``build``.
-SHARED = tuple(SOURCE_ENV)
+SHARED = tuple(name for section, name in ENVIRONMENT if section == "file_source")
 
 
 def add_login_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +55,11 @@ def login(args: argparse.Namespace) -> int:
     """Run ``ffhq-aging login``; 0 when signed in (or, with ``--check``, when the check passed)."""
     from ffhq_aging_assets.lib.google_account import SignInError, connect, sign_in, whoami
 
-    account = account_from(
-        {name: getattr(args, name) for name in SHARED}, copy_on_quota=args.copy_on_quota
-    )
+    given = {name: getattr(args, name) for name in SHARED}
+    account = FileSourceResource(
+        **{name: value for name, value in given.items() if value is not None},
+        copy_on_quota=args.copy_on_quota,
+    ).account
     try:
         if args.check:
             connection = connect(account)
@@ -70,7 +73,8 @@ def login(args: argparse.Namespace) -> int:
         if account.service_account is not None:
             print(
                 f"ffhq-aging: a service account ({account.service_account}, from "
-                f"--service-account or ${SOURCE_ENV['service_account'][0]}) needs no sign-in; "
+                f"--service-account or ${ENVIRONMENT['file_source', 'service_account']}) needs no "
+                "sign-in; "
                 "check it with `ffhq-aging login --check`"
             )
             return 2

@@ -1,6 +1,8 @@
-"""Configurable resources: where the dataset lives, where inputs come from, how to fetch them."""
+"""Configurable resources: where the dataset lives, where inputs come from, how to fetch them.
 
-import os
+Each field's default is the instance's setting where one is made (``settings.py``).
+"""
+
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +14,7 @@ from ffhq_aging_assets.lib.drive_api import DriveAccountSource
 from ffhq_aging_assets.lib.google_account import Account
 from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets.lib.sources import DriveHttpSource, LocalFolderSource, Source
+from ffhq_aging_assets.settings import apply_settings
 
 METADATA_URL = "https://drive.google.com/uc?id=16N0RV4fHI6joBuKbQAoG34V_cQk7vxSA"
 METADATA_SIZE = 267_793_842
@@ -53,6 +56,9 @@ class DatasetResource(dg.ConfigurableResource):
         return self.limit or None
 
 
+apply_settings("dataset", DatasetResource)
+
+
 class MetadataLocations(dg.ConfigurableResource):
     """Where the FFHQ metadata JSON and LICENSE come from (URL or local path) and their checksums.
 
@@ -92,24 +98,7 @@ class MetadataLocations(dg.ConfigurableResource):
         return FileSpec(self.license_url, "LICENSE.txt", self.license_size, self.license_md5)
 
 
-# Settings of the file source that may come from the environment. A value in the run's config
-# (a `build` flag, the launchpad) wins; else the variable, read where the step runs; else the
-# default. Read at run time rather than bound with `dg.EnvVar`: Dagster drops a resource's bound
-# values as soon as a run's config sets any field of it, and `--source pydrive` always does.
-SOURCE_ENV = {
-    "client_secrets": ("FFHQ_CLIENT_SECRETS", "client_secrets.json"),
-    "credentials_file": ("FFHQ_DRIVE_CREDENTIALS", "~/.config/ffhq-aging/drive-credentials.json"),
-    "service_account": ("FFHQ_SERVICE_ACCOUNT", None),
-    "api_endpoint": ("FFHQ_DRIVE_API", None),
-}
-
-
-def source_setting(name: str, given: str | None) -> str | None:
-    """A file-source setting: ``given`` (config or flag), else its variable, else its default."""
-    if given:
-        return given
-    variable, default = SOURCE_ENV[name]
-    return os.environ.get(variable) or default
+apply_settings("metadata_locations", MetadataLocations)
 
 
 class FileSourceResource(dg.ConfigurableResource):
@@ -134,21 +123,21 @@ class FileSourceResource(dg.ConfigurableResource):
         default=False,
         description="local: never fall back to Drive for files the folder lacks.",
     )
-    client_secrets: str | None = Field(
-        default=None,
-        description="pydrive: the OAuth client file ('Desktop app') of `ffhq-aging login`; "
-        "none: $FFHQ_CLIENT_SECRETS, else client_secrets.json.",
+    client_secrets: str = Field(
+        default="client_secrets.json",
+        description="pydrive: the OAuth client file ('Desktop app') of `ffhq-aging login` "
+        "(default: $FFHQ_CLIENT_SECRETS when set).",
     )
-    credentials_file: str | None = Field(
-        default=None,
-        description="pydrive: the sign-in `ffhq-aging login` saved (owner-only); none: "
-        "$FFHQ_DRIVE_CREDENTIALS, else ~/.config/ffhq-aging/drive-credentials.json.",
+    credentials_file: str = Field(
+        default="~/.config/ffhq-aging/drive-credentials.json",
+        description="pydrive: the sign-in `ffhq-aging login` saved, owner-only (default: "
+        "$FFHQ_DRIVE_CREDENTIALS when set).",
     )
     service_account: str | None = Field(
         default=None,
         description="pydrive: a service account's JSON key file, used instead of the saved "
-        "sign-in (headless hosts, workers); none: $FFHQ_SERVICE_ACCOUNT, else no service "
-        "account. Only the path is kept in run config.",
+        "sign-in on headless hosts and workers (default: $FFHQ_SERVICE_ACCOUNT when set). "
+        "Only its path is kept in run config.",
     )
     copy_on_quota: bool = Field(
         default=False,
@@ -159,7 +148,7 @@ class FileSourceResource(dg.ConfigurableResource):
     api_endpoint: str | None = Field(
         default=None,
         description="pydrive: the Drive API v2 base URL, for a proxy or a private endpoint; "
-        "none: $FFHQ_DRIVE_API, else Google's.",
+        "none: Google's (default: $FFHQ_DRIVE_API when set).",
     )
     num_attempts: int = Field(default=5, ge=1, le=50, description="Attempts per file.")
     num_threads: int = Field(default=8, ge=1, le=64, description="Download threads per step.")
@@ -220,10 +209,15 @@ class FileSourceResource(dg.ConfigurableResource):
 
     @property
     def account(self) -> Account:
-        """The Google identity and files the ``pydrive`` source uses (see ``SOURCE_ENV``)."""
-        return account_from(
-            {name: getattr(self, name) for name in SOURCE_ENV},
+        """The Google identity and files the ``pydrive`` source uses."""
+        return Account(
+            client_secrets=Path(self.client_secrets).expanduser(),
+            credentials_file=Path(self.credentials_file).expanduser(),
+            service_account=(
+                Path(self.service_account).expanduser() if self.service_account else None
+            ),
             copy_on_quota=self.copy_on_quota,
+            api_endpoint=self.api_endpoint,
             timeout=self.read_timeout,
         )
 
@@ -240,20 +234,7 @@ class FileSourceResource(dg.ConfigurableResource):
         return dict(source.counts) if isinstance(source, DriveAccountSource) else None
 
 
-def account_from(
-    given: dict[str, str | None], *, copy_on_quota: bool, timeout: float = 60.0
-) -> Account:
-    """The account that settings given in config or flags, the environment and defaults name."""
-    value = {name: source_setting(name, given.get(name)) for name in SOURCE_ENV}
-    key = value["service_account"]
-    return Account(
-        client_secrets=Path(value["client_secrets"] or "").expanduser(),
-        credentials_file=Path(value["credentials_file"] or "").expanduser(),
-        service_account=Path(key).expanduser() if key else None,
-        copy_on_quota=copy_on_quota,
-        api_endpoint=value["api_endpoint"],
-        timeout=timeout,
-    )
+apply_settings("file_source", FileSourceResource)
 
 
 class DeepLabWeights(dg.ConfigurableResource):
@@ -281,6 +262,9 @@ class DeepLabWeights(dg.ConfigurableResource):
         return FileSpec(self.url, "deeplab_model.pth", self.size, self.md5)
 
 
+apply_settings("deeplab_weights", DeepLabWeights)
+
+
 LABELS_URL = (
     "https://raw.githubusercontent.com/royorel/FFHQ-Aging-Dataset/master/ffhq_aging_labels.csv"
 )
@@ -302,3 +286,6 @@ class LabelsLocation(dg.ConfigurableResource):
     def spec(self) -> FileSpec:
         """The labels CSV."""
         return FileSpec(self.url, "ffhq_aging_labels.csv", self.size, self.md5)
+
+
+apply_settings("labels_location", LabelsLocation)

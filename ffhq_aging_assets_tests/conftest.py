@@ -8,10 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from ffhq_aging_assets_tests.fake_drive import FakeDrive
-from ffhq_aging_assets_tests.fake_google import FakeGoogle
-from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
-from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state, write_published_checkpoint
+# The config classes take an instance's settings (settings.py) as defaults when first imported:
+# the tests must not pick up the settings or sign-ins of the shell they run from.
+for _variable in (
+    "DAGSTER_HOME",
+    "FFHQ_SETTINGS",
+    "FFHQ_CLIENT_SECRETS",
+    "FFHQ_DRIVE_CREDENTIALS",
+    "FFHQ_SERVICE_ACCOUNT",
+    "FFHQ_DRIVE_API",
+):
+    os.environ.pop(_variable, None)
+
+from ffhq_aging_assets_tests.fake_drive import FakeDrive  # noqa: E402
+from ffhq_aging_assets_tests.fake_google import FakeGoogle  # noqa: E402
+from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic  # noqa: E402
+from ffhq_aging_assets_tests.synthetic import (  # noqa: E402
+    seeded_deeplab_state,
+    write_published_checkpoint,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from ffhq_aging_assets.cli import build_parser, run_config
+from ffhq_aging_assets.cli import build_parser
+from ffhq_aging_assets.cli_options import run_config
 from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 
 
@@ -147,7 +148,7 @@ def test_run_config_from_options(tmp_path: Path) -> None:
         run_config(build_parser().parse_args(["build", "--source", "ftp"]))
 
 
-def test_colorize_writes_colour_masks_beside_the_label_maps(tmp_path: Path) -> None:
+def test_colorize_writes_colour_masks_beside_the_label_maps(tmp_path: Path, capsys) -> None:
     import numpy as np
     import PIL.Image
 
@@ -162,10 +163,18 @@ def test_colorize_writes_colour_masks_beside_the_label_maps(tmp_path: Path) -> N
     PIL.Image.fromarray(mask, "L").save(chunk / "parsings" / "00007.png")
     PIL.Image.new("RGB", (64, 64), (10, 20, 30)).save(chunk / "00007.png")
     assert main(["colorize", "--root", str(tmp_path), "--resolution", "64"]) == 0
+    plain = (chunk / "parsings_color" / "00007.png").read_bytes()
     colour = np.asarray(PIL.Image.open(chunk / "parsings_color" / "00007.png"))
     assert (colour[20, 20] == PALETTE[1]).all() and (colour[45, 45] == PALETTE[13]).all()
     assert (colour[0, 0] == 0).all()
+    assert not (chunk / "parsings_overlay").exists()
+    capsys.readouterr()
     assert main(["colorize", "--root", str(tmp_path), "--resolution", "64", "--overlay"]) == 0
-    blended = np.asarray(PIL.Image.open(chunk / "parsings_color" / "00007.png"))
+    assert f"1 overlaid masks in {chunk / 'parsings_overlay'}" in capsys.readouterr().out
+    # The overlays go to their own folder: the plain colour masks are left as they were.
+    assert (chunk / "parsings_color" / "00007.png").read_bytes() == plain
+    assert [p.name for p in (chunk / "parsings_overlay").iterdir()] == ["00007.png"]
+    assert (chunk / "parsings_overlay" / "00007.png").read_bytes() != plain
+    blended = np.asarray(PIL.Image.open(chunk / "parsings_overlay" / "00007.png"))
     assert (blended[0, 0] == (10, 20, 30)).all() and not (blended[20, 20] == PALETTE[1]).all()
     assert main(["colorize", "--root", str(tmp_path / "none"), "--resolution", "64"]) == 1

@@ -11,8 +11,8 @@ import pytest
 
 from ffhq_aging_assets.assets.images import AlignConfig
 from ffhq_aging_assets.assets.segmentation import SegmentConfig
-from ffhq_aging_assets.cli import build_parser, main, run_config
-from ffhq_aging_assets.cli_options import add_build_arguments, options
+from ffhq_aging_assets.cli import build_parser, main
+from ffhq_aging_assets.cli_options import add_build_arguments, options, run_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLE_HEADER = "| option | sets | meaning |"

@@ -23,6 +23,7 @@ from ffhq_aging_assets.lib.images import contact_sheet, is_valid_image
 from ffhq_aging_assets.lib.metadata_store import chunk_metadata, landmarks_of
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, FileSourceResource
+from ffhq_aging_assets.settings import apply_settings
 
 
 class AlignConfig(dg.Config):
@@ -43,6 +44,9 @@ class AlignConfig(dg.Config):
     verify_pixel_md5: bool = Field(
         default=True, description="Check each photo's decoded pixels against the metadata."
     )
+
+
+apply_settings("aligned_images", AlignConfig)
 
 
 @dg.asset(

@@ -23,6 +23,7 @@ from ffhq_aging_assets.lib.masks import NUM_CLASSES, STATS_DESCRIPTIONS, STATS_S
 from ffhq_aging_assets.metadata_values import column_schema, shared_input_result
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, DeepLabWeights, FileSourceResource
+from ffhq_aging_assets.settings import apply_settings
 
 GPU_TAGS = {
     "dagster-celery/queue": "gpu",
@@ -57,6 +58,9 @@ class SegmentConfig(dg.Config):
         "10 s more setting up, more than a 1,000-image chunk saves; worth it for larger "
         "steps. Ignored on the CPU.",
     )
+
+
+apply_settings("segmentation_masks", SegmentConfig)
 
 
 @dg.asset(group_name="inputs", kinds={"pytorch"}, automation_condition=NIGHTLY_MISSING)

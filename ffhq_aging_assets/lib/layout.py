@@ -98,6 +98,10 @@ class DatasetLayout:
         """Colour renderings of one chunk's masks (``ffhq-aging colorize``)."""
         return self.chunk_dir(chunk) / "parsings_color"
 
+    def overlay_masks_dir(self, chunk: str) -> Path:
+        """Colour masks blended over one chunk's faces (``ffhq-aging colorize --overlay``)."""
+        return self.chunk_dir(chunk) / "parsings_overlay"
+
     def sources_dir(self, chunk: str) -> Path:
         """Downloaded in-the-wild photos of a chunk waiting to be aligned."""
         return self.root / "sources" / "in-the-wild-images" / chunk

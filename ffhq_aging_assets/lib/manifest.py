@@ -52,10 +52,10 @@ def dataset_files(root: Path, resolution: int, excluded_chunks: Iterable[str] = 
 
     The one definition of what the dataset is, for the manifest and for its verification:
     everything under ``ffhq_aging{R}x{R}/`` (images, ``parsings/``, ``parsings_color/``,
-    ``LICENSE.txt``), ``tables/image_metadata/``, every ``tables/<name>_{R}/`` folder and
-    ``tables/<name>_{R}.parquet`` file, ``splits_{R}/`` and ``reports/*_{R}.png``. Never
-    ``metadata/``, sources, models, caches, other resolutions' files, the manifests, hidden
-    files or temporary files.
+    ``parsings_overlay/``, ``LICENSE.txt``), ``tables/image_metadata/``, every
+    ``tables/<name>_{R}/`` folder and ``tables/<name>_{R}.parquet`` file, ``splits_{R}/`` and
+    ``reports/*_{R}.png``. Never ``metadata/``, sources, models, caches, other resolutions'
+    files, the manifests, hidden files or temporary files.
 
     Args:
         root: The dataset root.
