@@ -7,17 +7,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence, Set
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ffhq_aging_assets.lib.chunks import parse_partitions
+from ffhq_aging_assets.lib.chunks import describe_chunks, parse_partitions
 from ffhq_aging_assets.lib.layout import DatasetLayout
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -38,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s [options]",
         description="Materialize the asset graph for chosen chunks, one Dagster run per chunk. "
         "The options under a resource or asset config set its fields of the same name, the "
-        "settings the Dagster UI's launchpad shows. A file given by URL or path is accepted "
-        "unverified unless its md5 and size are given too.",
+        "settings the Dagster UI's launchpad shows. A file given by a URL or path other than "
+        "the published one is accepted unverified unless its own md5 or size is given.",
     )
     add_build_arguments(b)
     login = sub.add_parser(
@@ -110,10 +115,7 @@ def _duration(seconds: float) -> str:
 
 def build(args: argparse.Namespace) -> int:
     """Run ``ffhq-aging build``: shared inputs once, one run per chunk, then the products."""
-    try:
-        chunks = parse_partitions(args.partitions)
-    except ValueError as exc:
-        raise SystemExit(f"ffhq-aging: {exc}") from None
+    chunks: list[str] = args.partitions
     from ffhq_aging_assets.cli_options import run_config
 
     config = run_config(args)
@@ -123,27 +125,33 @@ def build(args: argparse.Namespace) -> int:
 
     from ffhq_aging_assets.definitions import defs
     from ffhq_aging_assets.jobs import PRODUCTS, SHARED_INPUTS
+    from ffhq_aging_assets.resources import DatasetResource
     from ffhq_aging_assets.runs import fail_dead_runs
 
     graph = defs.resolve_asset_graph()
     try:
-        selection = (
-            dg.AssetSelection.from_string(args.select) if args.select else dg.AssetSelection.all()
-        )
-        keys = selection.resolve(graph)
-    except Exception as exc:
-        raise SystemExit(f"ffhq-aging: bad --select {args.select!r}: {exc}") from None
+        keys = resolve_selection(args.select, graph)
+    except ValueError as exc:
+        refuse("--select", str(exc))
     shared = keys & SHARED_INPUTS.resolve(graph)
     products = keys & PRODUCTS.resolve(graph)
     per_chunk = keys - shared - products
     instance = dg.DagsterInstance.get()
     root = config["resources"]["dataset"]["config"]["root"]
+    layout = DatasetResource(**config["resources"]["dataset"]["config"]).layout
+    # The chunk steps read the metadata the last ffhq_metadata_json parsed under this root: the
+    # one this build parses first when it selects that asset, else the one already there.
+    parses_metadata = dg.AssetKey("ffhq_metadata_json") in shared
+    if per_chunk and not parses_metadata:
+        require_chunks_in_metadata(layout, chunks)
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; root {root}")
     fail_dead_runs(instance, print)
     resources_only = {"resources": config["resources"]}
 
     if shared and not _run_once(dg, instance, "shared_inputs", resources_only, shared):
         return 1
+    if per_chunk and parses_metadata:
+        require_chunks_in_metadata(layout, chunks)
     failed: list[str] = []
     if per_chunk:
         ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
@@ -157,6 +165,93 @@ def build(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def refuse(option: str, message: str) -> NoReturn:
+    """Stop the build as argparse stops on a bad value: one line on stderr, exit status 2."""
+    print(f"ffhq-aging build: error: argument {option}: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def resolve_selection(text: str | None, graph: Any) -> set[dg.AssetKey]:
+    """The asset keys ``--select`` names (all when none): what ``dagster asset materialize`` takes.
+
+    That is comma-separated parts, each an asset key or a clause of Dagster's selection syntax
+    (``group:metadata``, ``key:image_*``, ``+image_metadata``). The whole is first read as one
+    selection, so an expression such as ``group:inputs or kind:parquet`` keeps its meaning.
+
+    Raises:
+        ValueError: a part that is not a selection, an asset key the graph lacks, or a
+            selection of nothing; the message names it and the assets there are.
+    """
+    import dagster as dg
+
+    known = dg.AssetSelection.all().resolve(graph)
+    if not text or not text.strip():
+        return set(known)
+    names = ", ".join(sorted(key.to_user_string() for key in known))
+    try:
+        parts = [(text.strip(), dg.AssetSelection.from_string(text.strip()))]
+    except dg.DagsterError:
+        parts = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            try:
+                parts.append((part, dg.AssetSelection.from_string(part)))
+            except dg.DagsterError:
+                raise ValueError(
+                    f"{part!r} is neither an asset key nor a Dagster asset selection "
+                    f"(the assets: {names})"
+                ) from None
+    selected: set[dg.AssetKey] = set()
+    for part, selection in parts:
+        try:
+            selected |= selection.resolve(graph)
+        except dg.DagsterInvalidSubsetError:
+            raise ValueError(
+                f"no asset named {_clause_key(part)!r} (the assets: {names})"
+            ) from None
+    if not selected:
+        groups = ", ".join(sorted({graph.get(key).group_name for key in known}))
+        raise ValueError(f"{text!r} selects no asset (the groups: {groups}; the assets: {names})")
+    return selected
+
+
+def _clause_key(clause: str) -> str:
+    """The asset key in a clause such as ``++name+`` or ``*name``."""
+    match = re.fullmatch(r"\*?\+*(.*?)\+*\*?", clause)
+    return match.group(1) if match and match.group(1) else clause
+
+
+def require_chunks_in_metadata(layout: DatasetLayout, chunks: Sequence[str]) -> None:
+    """Refuse chunks the parsed metadata under this root lacks: their steps could only fail.
+
+    A metadata file that covers part of FFHQ (a sample, a test's) holds only some chunks; a
+    step of any other chunk fails the same way however often it runs. Nothing is checked before
+    the metadata has been parsed: the steps then say what to materialize first.
+    """
+    present = chunks_in_metadata(layout)
+    if present is None:
+        return
+    missing = [chunk for chunk in chunks if chunk not in present]
+    if missing:
+        which = (
+            f"chunks {describe_chunks(missing)} are" if missing[1:] else f"chunk {missing[0]} is"
+        )
+        has = f"has chunks {describe_chunks(present)}" if present else "has no chunk"
+        refuse(
+            "--partitions",
+            f"{which} not in the metadata (the metadata {has}), so running again cannot help: "
+            "choose chunks it has, or point --metadata-url at a metadata file that has these",
+        )
+
+
+def chunks_in_metadata(layout: DatasetLayout) -> set[str] | None:
+    """The chunks the last parse of the metadata JSON found entries for; None before one."""
+    try:
+        record = json.loads(layout.parsed_record.read_text())
+        return set(record["rows"]) | set(record["errors"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: Set) -> bool:

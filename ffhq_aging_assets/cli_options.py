@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 
 from ffhq_aging_assets.assets.images import AlignConfig
 from ffhq_aging_assets.assets.segmentation import SegmentConfig
+from ffhq_aging_assets.lib.chunks import parse_partitions
 from ffhq_aging_assets.resources import (
     DatasetResource,
     DeepLabWeights,
@@ -106,13 +107,15 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
     added = [
         parser.add_argument(
             "--partitions",
+            type=_partitions,
             default="00000",
             help="chunk keys (00000,01000), a range (00000-05000) or 'all' (70 chunks) [00000]",
         ),
         parser.add_argument(
             "--select",
             default=None,
-            help="asset selection, e.g. 'image_metadata' or 'group:metadata' [everything]",
+            help="asset keys separated by commas (ffhq_metadata_json,image_metadata) or a "
+            "Dagster asset selection ('group:metadata', '+image_metadata') [everything]",
         ),
         parser.add_argument(
             "--source",
@@ -128,7 +131,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
             kind = "asset config" if option.section == "ops" else "resource"
             summary = (inspect.getdoc(models[option.key]) or "").splitlines()[0]
             groups[option.key] = parser.add_argument_group(
-                f"{option.key} ({kind})", summary.replace("``", "")
+                f"{option.key} ({kind})", summary.replace("`", "")
             )
         renamed = (option.key, option.name) in FLAG_NAMES
         note = f"field {option.name}" if renamed else None
@@ -222,9 +225,22 @@ def _show(value: Any) -> str:
 
 
 def _source(text: str) -> str:
-    if text in ("drive", "pydrive") or (text.startswith("local:") and text[6:]):
+    if text in ("drive", "pydrive"):
         return text
-    raise argparse.ArgumentTypeError(f"must be drive, pydrive or local:DIR, not {text!r}")
+    if not (text.startswith("local:") and text[6:]):
+        raise argparse.ArgumentTypeError(f"must be drive, pydrive or local:DIR, not {text!r}")
+    folder = Path(text[6:]).expanduser()
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text}: {folder} {what}")
+    return text
+
+
+def _partitions(text: str) -> list[str]:
+    try:
+        return parse_partitions(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,6 +25,50 @@ LICENSE_MD5 = "724f3831aaecd61a84fe98500079abc2"
 WEIGHTS_URL = "https://drive.google.com/uc?id=1w2XjDywFr2NjuUWaLQDRktH7VwIfuNlY"
 WEIGHTS_SIZE = 464_446_305
 WEIGHTS_MD5 = "8e8345b1b9d95e02780f9bed76cc0293"
+PUBLISHED_METADATA = FileSpec(METADATA_URL, "ffhq-dataset-v2.json", METADATA_SIZE, METADATA_MD5)
+PUBLISHED_LICENSE = FileSpec(LICENSE_URL, "LICENSE.txt", LICENSE_SIZE, LICENSE_MD5)
+PUBLISHED_WEIGHTS = FileSpec(WEIGHTS_URL, "deeplab_model.pth", WEIGHTS_SIZE, WEIGHTS_MD5)
+
+
+def located(
+    published: FileSpec, url: str, md5: str | None, size: int | None, prefix: str = ""
+) -> tuple[FileSpec, str | None]:
+    """The file at ``url`` with the checksums that apply to it, and a note for the step's log.
+
+    The published md5 and size describe the published file only. Left at those values for
+    another URL (the launchpad shows them as the defaults and a user edits only the URL), they
+    would fail a good copy after its whole download; so there they do not apply, as when
+    ``--weights`` is given alone. Checksums set to other values always apply. The note says
+    when a file is accepted unverified or published checksums were dropped; ``prefix`` is the
+    fields' (``metadata_``).
+    """
+    dropped: list[str] = []
+    if url != published.url:
+        if md5 is not None and published.md5 is not None and md5.lower() == published.md5:
+            md5 = None
+            dropped.append(f"{prefix}md5")
+        if size is not None and size == published.size:
+            size = None
+            dropped.append(f"{prefix}size")
+    spec = FileSpec(url, published.name, size, md5)
+    if dropped:
+        verb = "do" if len(dropped) > 1 else "does"
+        why = f"the published {' and '.join(dropped)} {verb} not apply to another file"
+    else:
+        why = f"{prefix}md5 and {prefix}size are none"
+    if md5 is None and size is None:
+        note = f"{published.name} from {url} is accepted unverified: {why}"
+        return spec, f"{note} (set {prefix}md5 to verify it)"
+    if dropped:
+        kept = "md5" if md5 is not None else "size"
+        return spec, f"{published.name} from {url} is checked by its {kept} only: {why}"
+    return spec, None
+
+
+def _log_notes(context: dg.InitResourceContext, *notes: str | None) -> None:
+    for note in notes:
+        if note and context.log is not None:
+            context.log.warning(note)
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -62,40 +106,69 @@ apply_settings("dataset", DatasetResource)
 class MetadataLocations(dg.ConfigurableResource):
     """Where the FFHQ metadata JSON and LICENSE come from (URL or local path) and their checksums.
 
-    The defaults are the published files; when the URL is changed, set the checksums too, or
-    leave them empty to accept the file unverified.
+    The defaults are the published files. For another URL or path the published md5 and size,
+    left as they are, do not apply: the file is accepted unverified and the step's log says so.
+    Set other checksums to verify it, or none to accept any file.
     """
 
     metadata_url: str = Field(
         default=METADATA_URL, description="URL or local path of ffhq-dataset-v2.json."
     )
     metadata_md5: str | None = Field(
-        default=METADATA_MD5, description="md5 of the metadata JSON; none accepts any."
+        default=METADATA_MD5,
+        description="md5 of the metadata JSON; none accepts any. The published md5 applies "
+        "only to the published URL.",
     )
     metadata_size: int | None = Field(
-        default=METADATA_SIZE, ge=0, description="Size of the metadata JSON (bytes); none: any."
+        default=METADATA_SIZE,
+        ge=0,
+        description="Size of the metadata JSON (bytes); none: any. The published size applies "
+        "only to the published URL.",
     )
     license_url: str = Field(
         default=LICENSE_URL, description="URL or local path of FFHQ's LICENSE.txt."
     )
     license_md5: str | None = Field(
-        default=LICENSE_MD5, description="md5 of LICENSE.txt; none accepts any."
+        default=LICENSE_MD5,
+        description="md5 of LICENSE.txt; none accepts any. The published md5 applies only to "
+        "the published URL.",
     )
     license_size: int | None = Field(
-        default=LICENSE_SIZE, ge=0, description="Size of LICENSE.txt (bytes); none: any."
+        default=LICENSE_SIZE,
+        ge=0,
+        description="Size of LICENSE.txt (bytes); none: any. The published size applies only "
+        "to the published URL.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Say once per step which published checksums do not apply to the files configured."""
+        _log_notes(context, self._metadata[1], self._license[1])
 
     @property
     def metadata(self) -> FileSpec:
-        """The metadata JSON."""
-        return FileSpec(
-            self.metadata_url, "ffhq-dataset-v2.json", self.metadata_size, self.metadata_md5
-        )
+        """The metadata JSON, with the checksums that apply to it."""
+        return self._metadata[0]
 
     @property
     def license(self) -> FileSpec:
-        """FFHQ's LICENSE.txt."""
-        return FileSpec(self.license_url, "LICENSE.txt", self.license_size, self.license_md5)
+        """FFHQ's LICENSE.txt, with the checksums that apply to it."""
+        return self._license[0]
+
+    @property
+    def _metadata(self) -> tuple[FileSpec, str | None]:
+        return located(
+            PUBLISHED_METADATA,
+            self.metadata_url,
+            self.metadata_md5,
+            self.metadata_size,
+            "metadata_",
+        )
+
+    @property
+    def _license(self) -> tuple[FileSpec, str | None]:
+        return located(
+            PUBLISHED_LICENSE, self.license_url, self.license_md5, self.license_size, "license_"
+        )
 
 
 apply_settings("metadata_locations", MetadataLocations)
@@ -104,10 +177,10 @@ apply_settings("metadata_locations", MetadataLocations)
 class FileSourceResource(dg.ConfigurableResource):
     """How files are fetched: anonymous Drive, Drive with a Google account, or a local folder.
 
-    ``drive`` downloads anonymously (Drive's daily quota applies); ``pydrive`` downloads through
-    the Drive API as the account signed in with ``ffhq-aging login`` (or as ``service_account``);
-    ``local`` uses files already in ``local_dir`` and falls back to anonymous Drive for the rest
-    unless ``local_only`` is set. A step never signs in interactively: without usable
+    `drive` downloads anonymously (Drive's daily quota applies); `pydrive` downloads through the
+    Drive API as the account signed in with `ffhq-aging login` (or as `service_account`); `local`
+    uses files already in `local_dir` and falls back to anonymous Drive for the rest unless
+    `local_only` is set. A step never signs in interactively: without usable
     credentials it fails at once, saying what to run.
     """
 
@@ -240,9 +313,10 @@ apply_settings("file_source", FileSourceResource)
 class DeepLabWeights(dg.ConfigurableResource):
     """The face-parsing checkpoint: URL or local path, and its checksums.
 
-    Defaults to the published ``deeplab_model.pth``; fetched once through the configured file
-    source into ``<root>/models/``, verified, and reused. When the URL is changed, set the
-    checksums too, or leave them empty to accept the file unverified.
+    Defaults to the published `deeplab_model.pth`; fetched once through the configured file
+    source into `<root>/models/`, verified, and reused. For another URL or path the published
+    md5 and size, left as they are, do not apply: the file is accepted unverified and the
+    step's log says so. Set other checksums to verify it.
     """
 
     url: str = Field(
@@ -250,16 +324,29 @@ class DeepLabWeights(dg.ConfigurableResource):
         description="URL or local path of the face-parsing checkpoint deeplab_model.pth.",
     )
     md5: str | None = Field(
-        default=WEIGHTS_MD5, description="md5 of the checkpoint; none accepts any."
+        default=WEIGHTS_MD5,
+        description="md5 of the checkpoint; none accepts any. The published md5 applies only "
+        "to the published URL.",
     )
     size: int | None = Field(
-        default=WEIGHTS_SIZE, ge=0, description="Size of the checkpoint (bytes); none: any."
+        default=WEIGHTS_SIZE,
+        ge=0,
+        description="Size of the checkpoint (bytes); none: any. The published size applies "
+        "only to the published URL.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Say once per step when the published checksums do not apply to the file configured."""
+        _log_notes(context, self._located[1])
 
     @property
     def spec(self) -> FileSpec:
-        """The checkpoint file."""
-        return FileSpec(self.url, "deeplab_model.pth", self.size, self.md5)
+        """The checkpoint file, with the checksums that apply to it."""
+        return self._located[0]
+
+    @property
+    def _located(self) -> tuple[FileSpec, str | None]:
+        return located(PUBLISHED_WEIGHTS, self.url, self.md5, self.size)
 
 
 apply_settings("deeplab_weights", DeepLabWeights)

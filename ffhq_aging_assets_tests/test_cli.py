@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +8,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from ffhq_aging_assets.cli import build_parser
+from ffhq_aging_assets.cli import build_parser, main, resolve_selection
 from ffhq_aging_assets.cli_options import run_config
+from ffhq_aging_assets.definitions import defs
+from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 
 
@@ -51,12 +54,14 @@ def test_build_runs_on_the_persistent_instance(
 ) -> None:
     served_dir = tmp_path / "served"
     served_dir.mkdir()
-    served = serve_synthetic(drive, served_dir, count=1200, photos=range(20))
+    served = serve_synthetic(drive, served_dir, count=1200, photos=[*range(20), *range(1000, 1020)])
     drive.fail("wildPhoto00003x", "500")
+    # Corrupt at every attempt: chunk 01000 fails, and the build goes on to the products.
+    drive.fail("wildPhoto01003x", *["corrupt"] * 10)
     args = [
         "build",
         "--partitions",
-        "00000,05000",
+        "00000,01000",
         "--limit",
         "20",
         "--root",
@@ -71,8 +76,8 @@ def test_build_runs_on_the_persistent_instance(
     out = done.stdout
     assert "chunk 00000: ok" in out and "16/16 checks passed" in out
     assert "products done" in out
-    assert "chunk 05000: FAILED" in out and "none for chunk 05000" in out
-    assert "1 chunk(s) failed: 05000" in out
+    assert "chunk 01000: FAILED" in out and "01003" in out
+    assert "1 chunk(s) failed: 01000" in out
     images = sorted((tmp_path / "out/ffhq_aging256x256/00000").glob("*.png"))
     assert [p.name for p in images] == [f"{n:05d}.png" for n in range(20)]
     # The geometry of the whole chunk, whatever --limit: a later, larger limit rebuilds nothing.
@@ -84,7 +89,7 @@ def test_build_runs_on_the_persistent_instance(
     assert len(runs) == 4  # shared inputs, one run per chunk, then the products
     by_partition = {r.tags.get("dagster/partition"): r.status for r in runs}
     assert by_partition["00000"] == dg.DagsterRunStatus.SUCCESS
-    assert by_partition["05000"] == dg.DagsterRunStatus.FAILURE
+    assert by_partition["01000"] == dg.DagsterRunStatus.FAILURE
     masks = sorted((tmp_path / "out/ffhq_aging256x256/00000/parsings").glob("*.png"))
     assert len(masks) == 20
     for key in ("image_metadata", "alignments", "aligned_images", "segmentation_masks"):
@@ -114,6 +119,114 @@ def test_build_runs_on_the_persistent_instance(
     assert verify.returncode == 1
     assert "changed: ffhq_aging256x256/00000/00003.png" in verify.stdout
     assert "missing: ffhq_aging256x256/00000/parsings/00004.png" in verify.stdout
+
+
+def asset_names(keys: set) -> list[str]:
+    return sorted(key.to_user_string() for key in keys)
+
+
+def test_select_takes_comma_separated_keys_and_dagster_selections() -> None:
+    graph = defs.resolve_asset_graph()
+    assert asset_names(resolve_selection("ffhq_metadata_json,image_metadata", graph)) == [
+        "ffhq_metadata_json",
+        "image_metadata",
+    ]
+    assert asset_names(resolve_selection(" ffhq_metadata_json , image_metadata ", graph)) == [
+        "ffhq_metadata_json",
+        "image_metadata",
+    ]
+    assert asset_names(resolve_selection("group:metadata", graph)) == ["image_metadata"]
+    assert asset_names(resolve_selection("+image_metadata", graph)) == [
+        "ffhq_metadata_json",
+        "image_metadata",
+    ]
+    assert asset_names(resolve_selection("key:image_*,group:alignment", graph)) == [
+        "alignments",
+        "image_metadata",
+    ]
+    assert asset_names(resolve_selection("group:inputs and kind:json", graph)) == [
+        "ffhq_metadata_json"
+    ]
+    everything = asset_names(resolve_selection(None, graph))
+    assert "training_splits" in everything and len(everything) == 13
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("image_metadata,nope", "no asset named 'nope' (the assets: age_distribution, "),
+        ("+nope+", "no asset named 'nope'"),
+        ("nope", "no asset named 'nope'"),
+        ("group:metadata,a b", "'a b' is neither an asset key nor a Dagster asset selection"),
+        ("group:nope", "'group:nope' selects no asset (the groups: alignment, images, inputs"),
+    ],
+)
+def test_select_names_what_it_cannot_resolve(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        resolve_selection(text, defs.resolve_asset_graph())
+    assert message in str(error.value)
+
+
+def test_an_unknown_asset_stops_the_build_before_any_run(
+    tmp_path: Path, dagster_home: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", "--select", "ffhq_metadata_json,image_metdata"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "ffhq-aging build: error: argument --select: no asset named 'image_metdata' (the assets: "
+    )
+    assert len(err.splitlines()) == 1
+    assert dg.DagsterInstance.from_config(str(dagster_home)).get_runs() == []
+
+
+def test_chunks_the_parsed_metadata_lacks_stop_the_build_before_any_run(
+    tmp_path: Path, dagster_home: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    layout = DatasetLayout(tmp_path / "data", 256)
+    layout.metadata_dir.mkdir(parents=True)
+    record = {"md5": "0" * 32, "entries": 2100, "rows": {"00000": 1000, "01000": 1000}}
+    layout.parsed_record.write_text(json.dumps({**record, "errors": {"02000": "bad entry"}}))
+    argv = ["build", "--select", "image_metadata", "--partitions", "00000,05000-06000"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "ffhq-aging build: error: argument --partitions: chunks 05000..06000 are not in the "
+        "metadata (the metadata has chunks 00000..02000), so running again cannot help: choose "
+        "chunks it has, or point --metadata-url at a metadata file that has these"
+    ]
+    assert dg.DagsterInstance.from_config(str(dagster_home)).get_runs() == []
+
+
+def test_build_selects_a_list_and_refuses_a_chunk_the_fetched_metadata_lacks(
+    drive, tmp_path: Path, dagster_home: Path
+) -> None:
+    served_dir = tmp_path / "served"
+    served_dir.mkdir()
+    served = serve_synthetic(drive, served_dir, count=1200)
+    select = ["build", "--select", "ffhq_metadata_json,image_metadata", "--root", "out"]
+    done = cli(select + ["--partitions", "05000"] + source_args(served), tmp_path, dagster_home)
+    assert done.returncode == 2, done.stdout + done.stderr
+    # The metadata is fetched and parsed first: only then is it known which chunks it has.
+    assert "shared_inputs done" in done.stdout
+    # Above it on stderr: the shared run's Dagster log.
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ffhq-aging build: error: argument --partitions: chunk 05000 is not in the metadata "
+        "(the metadata has chunks 00000..01000), so running again cannot help: choose chunks it "
+        "has, or point --metadata-url at a metadata file that has these"
+    )
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    assert [run.job_name for run in instance.get_runs()] == ["shared_inputs"]
+
+    done = cli(select + ["--partitions", "00000"] + source_args(served), tmp_path, dagster_home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "chunk 00000: ok" in done.stdout
+    table = pq.read_table(tmp_path / "out/tables/image_metadata/00000.parquet")
+    assert table.num_rows == 1000
 
 
 def test_run_config_from_options(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ def readme_table() -> list[str]:
 
 def test_every_existing_flag_sets_its_field(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
     config = build_config(
         *("--limit", "7", "--resolution", "128", "--root", "out", "--mode", "fast"),
         *("--num-processes", "3", "--keep-sources", "--no-verify-pixels", "--device", "cpu"),
@@ -143,12 +144,49 @@ def test_a_new_url_drops_only_the_checksums_not_given() -> None:
         (["--mode", "slow"], "argument --mode: invalid choice: 'slow'"),
         (["--source", "ftp"], "argument --source: must be drive, pydrive or local:DIR"),
         (["--source", "local:"], "argument --source: must be drive, pydrive or local:DIR"),
+        (
+            ["--source", "local:/nonexistent"],
+            "argument --source: local:/nonexistent: /nonexistent does not exist",
+        ),
+        (
+            ["--partitions", "123"],
+            "argument --partitions: '123' is not a chunk key: a chunk key is 5 digits, a "
+            "multiple of 1000 from 00000 to 69000",
+        ),
+        (["--partitions", "00000-70000"], "argument --partitions: '70000' is not a chunk key"),
     ],
 )
 def test_bad_values_fail_at_parse_time(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     assert message in parse_error(capsys, *argv)
+
+
+def test_a_bad_value_is_one_line_after_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_error(capsys, "--partitions", "123").splitlines() == [
+        "usage: ffhq-aging build [options]",
+        "ffhq-aging build: error: argument --partitions: '123' is not a chunk key: a chunk key "
+        "is 5 digits, a multiple of 1000 from 00000 to 69000",
+    ]
+
+
+def test_source_local_needs_a_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "file").touch()
+    message = parse_error(capsys, "--source", f"local:{tmp_path / 'file'}")
+    assert f"argument --source: local:{tmp_path / 'file'}: {tmp_path / 'file'} is not a folder" in (
+        message
+    )
+    args = build_parser().parse_args(["build", "--source", f"local:{tmp_path}"])
+    assert args.source == f"local:{tmp_path}"
+
+
+def test_partitions_are_parsed_with_the_options() -> None:
+    def chunks(*argv: str) -> list[str]:
+        return build_parser().parse_args(["build", *argv]).partitions
+
+    assert chunks() == ["00000"]
+    assert chunks("--partitions", "00000-05000") == [f"{n:05d}" for n in range(0, 6000, 1000)]
+    assert len(chunks("--partitions", "all")) == 70
 
 
 def test_verify_and_colorize_bound_the_resolution(capsys: pytest.CaptureFixture[str]) -> None:

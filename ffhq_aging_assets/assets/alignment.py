@@ -35,7 +35,7 @@ def alignments(context: dg.AssetExecutionContext, dataset: DatasetResource) -> d
     size, the whole-frame shrink factor, the crop box, the reflect-pad, and whether the
     blur-pad path runs (a face near the photo's edge). It depends on the output resolution. A
     degenerate face (coincident eyes, NaN landmarks, a quad outside the photo) gets a row with
-    its error, and the blocking check names it. Like ``image_metadata`` the table holds every
+    its error, and the blocking check names it. Like `image_metadata` the table holds every
     image of the chunk and the blocking check covers the images the configured limit needs,
     so changing the limit does not ask for this table again.
     """

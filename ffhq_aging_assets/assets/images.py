@@ -27,7 +27,7 @@ from ffhq_aging_assets.settings import apply_settings
 
 
 class AlignConfig(dg.Config):
-    """How ``aligned_images`` works; the resolution is the ``dataset`` resource's."""
+    """How `aligned_images` works; the resolution is the `dataset` resource's."""
 
     mode: Literal["reference", "fast"] = Field(
         default="reference",
@@ -63,7 +63,7 @@ def aligned_images(
     dataset: DatasetResource,
     file_source: FileSourceResource,
 ) -> dg.MaterializeResult:
-    """The chunk's aligned faces: ``ffhq_aging{R}x{R}/{chunk}/{NNNNN}.png``, R x R RGB.
+    """The chunk's aligned faces: `ffhq_aging{R}x{R}/{chunk}/{NNNNN}.png`, R x R RGB.
 
     Each image already there and valid is kept. Every other photo is fetched through the
     configured source (anonymous Drive, a Google account, or a local copy), verified by size and

@@ -33,7 +33,7 @@ def ffhq_metadata_json(
     metadata_locations: MetadataLocations,
     file_source: FileSourceResource,
 ) -> dg.MaterializeResult:
-    """FFHQ's ``ffhq-dataset-v2.json`` (268 MB) and ``LICENSE.txt``, verified, parsed by chunk.
+    """FFHQ's `ffhq-dataset-v2.json` (268 MB) and `LICENSE.txt`, verified, parsed by chunk.
 
     Both files are fetched through the configured source (anonymous Drive, Drive with a Google
     account, or a local folder) and checked against the published size and md5; a copy is

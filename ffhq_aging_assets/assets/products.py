@@ -49,7 +49,7 @@ def ffhq_aging_labels(
     """Every built chunk's labels in one typed Parquet table, in image order.
 
     Only chunks whose latest blocking checks all passed go in; the others are listed in the
-    metadata with the check that keeps them out (``chunks_excluded``), as are chunks not built
+    metadata with the check that keeps them out (`chunks_excluded`), as are chunks not built
     yet. The labels CSV's rows that belong to no image are reported once, as a warning.
     """
     built = built_chunks(dataset.layout)
@@ -120,7 +120,7 @@ def age_distribution(dataset: DatasetResource) -> dg.MaterializeResult:
 
 
 class SplitsConfig(dg.Config):
-    """Options of ``training_splits``."""
+    """Options of `training_splits`."""
 
     layout: bool = Field(
         default=False,
@@ -135,10 +135,10 @@ def training_splits(
 ) -> dg.MaterializeResult:
     """The published filter and train/test rule applied to the built chunks.
 
-    ``splits_{R}/splits.csv`` (every image: split, gender, age group, kept) and one list per
-    split, gender and age group of the kept images (``males/train20-29.txt``); optionally the
-    folder layout the FFHQ-Aging training code expects (``males/train20-29/NNNNN.png`` with
-    ``parsings/``), hard-linked to the dataset.
+    `splits_{R}/splits.csv` (every image: split, gender, age group, kept) and one list per
+    split, gender and age group of the kept images (`males/train20-29.txt`); optionally the
+    folder layout the FFHQ-Aging training code expects (`males/train20-29/NNNNN.png` with
+    `parsings/`), hard-linked to the dataset.
     """
     table = pq.read_table(dataset.layout.combined_labels, columns=list(INPUT_COLUMNS))
     report = write_splits(table, dataset.layout, folders=config.layout)
@@ -170,7 +170,7 @@ def dataset_manifest(
     """Every output file of the dataset (images, masks, tables, splits, reports, LICENSE).
 
     Each with its size and sha256; chunks left out of the products by their gates are listed
-    with the reason instead of their files. ``ffhq-aging verify`` checks a copy of the
+    with the reason instead of their files. `ffhq-aging verify` checks a copy of the
     dataset against it and names every missing, changed and unexpected file.
     """
     start = time.perf_counter()

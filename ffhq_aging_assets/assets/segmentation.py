@@ -32,7 +32,7 @@ GPU_TAGS = {
 
 
 class SegmentConfig(dg.Config):
-    """How ``segmentation_masks`` runs."""
+    """How `segmentation_masks` runs."""
 
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:N.")
     batch_size: int = Field(default=0, ge=0, le=512, description="0: 32 on CUDA, 4 on CPU.")
@@ -67,7 +67,7 @@ apply_settings("segmentation_masks", SegmentConfig)
 def deeplab_checkpoint(
     dataset: DatasetResource, file_source: FileSourceResource, deeplab_weights: DeepLabWeights
 ) -> dg.MaterializeResult:
-    """The face-parsing checkpoint ``deeplab_model.pth``, fetched once and loaded once to check.
+    """The face-parsing checkpoint `deeplab_model.pth`, fetched once and loaded once to check.
 
     Verified by size and md5 where they are known (the published file's are), loaded safely
     (tensors only) and matched key by key against the published DeepLabV3. Reused only for the
@@ -92,15 +92,15 @@ MASKS = dg.AssetSpec(
     kinds={"pytorch"},
     automation_condition=NIGHTLY_MISSING,
     description="19-class face-parsing masks (CelebAMask-HQ classes) of the chunk's aligned "
-    "faces: ``ffhq_aging{R}x{R}/{chunk}/parsings/{NNNNN}.png``, 8-bit class maps from the "
+    "faces: `ffhq_aging{R}x{R}/{chunk}/parsings/{NNNNN}.png`, 8-bit class maps from the "
     "published DeepLabV3 (ResNet-101, GroupNorm, weight standardisation) through the published "
     "preprocessing. The checkpoint is fetched once and verified; the model loads once per step, "
     "on CUDA when present (bf16 or strict fp32, channels-last, batched, faces decoded on loader "
     "threads, optionally compiled with its kernels cached under the root) or on the CPU (fp32, "
     "batched, every core). In bf16 a sample of faces is also segmented in fp32 and the "
     "agreement picks the precision (auto) and gates the chunk; the chunk's precision record "
-    "(``tables/mask_fidelity_{R}/{chunk}.json``, present while bf16 masks exist) is in the "
-    "metadata. Valid existing masks are kept. Runs in the ``gpu`` pool: one chunk at a time "
+    "(`tables/mask_fidelity_{R}/{chunk}.json`, present while bf16 masks exist) is in the "
+    "metadata. Valid existing masks are kept. Runs in the `gpu` pool: one chunk at a time "
     "per GPU.",
 )
 STATISTICS = dg.AssetSpec(
@@ -111,7 +111,7 @@ STATISTICS = dg.AssetSpec(
     automation_condition=NIGHTLY_MISSING,
     description="The pixel fraction of each of the 19 classes in every valid mask of the "
     "chunk, with the classes present and the largest class id: "
-    "``tables/mask_stats_{R}/{chunk}.parquet``, one row per mask. Written by the step that "
+    "`tables/mask_stats_{R}/{chunk}.parquet`, one row per mask. Written by the step that "
     "writes the masks, from the masks on disk after it; the labels join it.",
 )
 

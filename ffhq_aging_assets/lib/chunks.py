@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 NUM_IMAGES = 70_000
 CHUNK_SIZE = 1_000
 CHUNK_KEYS: tuple[str, ...] = tuple(f"{start:05d}" for start in range(0, NUM_IMAGES, CHUNK_SIZE))
@@ -40,10 +42,14 @@ def expected_numbers(chunk_key: str, limit: int | None) -> range:
 
 
 def parse_partitions(text: str) -> list[str]:
-    """Parse a ``--partitions`` value: ``all``, or comma-separated chunk keys or image ranges.
+    """Parse a ``--partitions`` value: ``all``, or comma-separated chunk keys or ranges of them.
 
     ``"00000,01000"`` names two chunks; ``"00000-02000"`` names the chunks from the first to the
-    second key inclusive. Unknown keys raise ``ValueError`` naming them.
+    second key inclusive.
+
+    Raises:
+        ValueError: naming the part that is not a chunk key, as it was typed, and what a chunk
+            key is.
     """
     text = text.strip()
     if text == "all":
@@ -51,19 +57,34 @@ def parse_partitions(text: str) -> list[str]:
     keys: list[str] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "-" in part:
-            first, last = (p.strip() for p in part.split("-", 1))
-            lo, hi = CHUNK_KEYS.index(_known(first)), CHUNK_KEYS.index(_known(last))
-            keys.extend(CHUNK_KEYS[lo : hi + 1])
+            first, last = (_known(p.strip()) for p in part.split("-", 1))
+            if last < first:
+                raise ValueError(f"range {part!r} runs backwards: write it as {last}-{first}")
+            keys.extend(CHUNK_KEYS[CHUNK_KEYS.index(first) : CHUNK_KEYS.index(last) + 1])
         else:
             keys.append(_known(part))
     if not keys:
-        raise ValueError("no partitions given: use chunk keys like 00000,01000 or 'all'")
+        raise ValueError("no chunks given: use chunk keys like 00000,01000, a range or 'all'")
     return list(dict.fromkeys(keys))
 
 
+def describe_chunks(keys: Iterable[str]) -> str:
+    """Chunk keys in order, each run of consecutive ones as a range: ``"00000..02000, 05000"``."""
+    runs: list[list[str]] = []
+    for key in sorted(set(keys)):
+        if runs and int(key) == int(runs[-1][-1]) + CHUNK_SIZE:
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs) or "none"
+
+
 def _known(key: str) -> str:
-    if key.isdigit() and len(key) < 5:
-        key = key.zfill(5)
     if key not in CHUNK_KEYS:
-        raise ValueError(f"unknown partition {key!r}: chunk keys are 00000, 01000, ... 69000")
+        # Not padded to five digits: "123" would then be answered about 00123, which nobody
+        # typed, and "1000" could as well mean image 1000 as chunk 01000.
+        raise ValueError(
+            f"{key!r} is not a chunk key: a chunk key is 5 digits, a multiple of 1000 from "
+            "00000 to 69000"
+        )
     return key
