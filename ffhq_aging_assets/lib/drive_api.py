@@ -225,10 +225,10 @@ class DriveAccountSource:
             return self._connection
 
     def _http(self) -> Any:
-        http = getattr(self._local, "http", None)
-        if http is None:
-            http = self._local.http = self.connection().http()
-        return http
+        client = getattr(self._local, "http", None)
+        if client is None:
+            client = self._local.http = self.connection().http()
+        return client
 
     def _count(self, cause: str) -> None:
         with self._lock:
@@ -356,9 +356,9 @@ class DriveAccountSource:
     def _get(self, spec: FileSpec, file_id: str, dest: Path) -> None:
         from googleapiclient.http import MediaIoBaseDownload
 
-        http = self._http()
+        client = self._http()
         request = self.connection().service.files().get_media(fileId=file_id)
-        request.http = http
+        request.http = client
         with atomic_path(dest) as tmp:
             with open(tmp, "wb") as out:
                 downloader = MediaIoBaseDownload(out, request, chunksize=CHUNK)
@@ -375,12 +375,12 @@ class DriveAccountSource:
         """Copy an over-quota file into the account's Drive, download the copy, delete it."""
         from googleapiclient.errors import HttpError
 
-        service, http = self.connection().service, self._http()
+        service, client = self.connection().service, self._http()
         try:
             copy = (
                 service.files()
                 .copy(fileId=file_id, body={"title": f"ffhq-aging temporary copy of {spec.name}"})
-                .execute(http=http)
+                .execute(http=client)
             )
         except (HttpError, OSError, http.client.HTTPException) as exc:
             log.warning("%s: could not copy Drive file %s: %s", spec.name, file_id, exc)
@@ -393,7 +393,7 @@ class DriveAccountSource:
             return False
         finally:
             try:
-                service.files().delete(fileId=copy_id).execute(http=http)
+                service.files().delete(fileId=copy_id).execute(http=client)
             except (HttpError, OSError, http.client.HTTPException) as exc:
                 log.warning(
                     "%s: the temporary copy %s stays in your Drive (delete it by hand): %s",
