@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from ffhq_aging_assets_tests.accounts import (
     service_key_file,
     signed_in,
 )
+from ffhq_aging_assets_tests.dagster_dev import dagster_dev
 from ffhq_aging_assets_tests.fake_google import DEFAULT_USER, FakeGoogle
 from ffhq_aging_assets_tests.fixtures import SyntheticFFHQ, serve_synthetic
 
@@ -196,43 +195,15 @@ def test_build_takes_account_settings_from_the_environment(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def launched_from_ui(env: dict[str, str], run_config: dict, log: Path) -> tuple[str, str]:
     """Launch ``shared_inputs`` as the UI's Launch button does: the GraphQL ``launchRun``
     mutation against ``dagster dev``. Returns the run's final status and its event messages."""
     import dagster as dg
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
-    port = free_port()
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
-        + ["-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-        start_new_session=True,
-    )
-    try:
+    with dagster_dev(env, log) as base:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=int(base.rsplit(":", 1)[1]))
         deadline = time.monotonic() + 240
-        while not answers(f"http://127.0.0.1:{port}/server_info"):
-            assert ui.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         while True:
             try:
                 run_id = client.submit_job_execution("shared_inputs", run_config=run_config)
@@ -243,13 +214,6 @@ def launched_from_ui(env: dict[str, str], run_config: dict, log: Path) -> tuple[
         while (status := client.get_run_status(run_id).value) not in ("SUCCESS", "FAILURE"):
             assert time.monotonic() < deadline + 300, status
             time.sleep(1)
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        try:
-            ui.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(ui.pid, signal.SIGKILL)
-            ui.wait()
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         messages = []
         for entry in instance.all_logs(run_id):

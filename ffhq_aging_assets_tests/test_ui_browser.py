@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from ffhq_aging_assets_tests.dagster_dev import PROJECT, dagster_dev
 from ffhq_aging_assets_tests.fixtures import serve_synthetic
 from ffhq_aging_assets_tests.serve_fake_drive import settings_text
 
-PROJECT = Path(__file__).parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 STAGES = ("inputs", "metadata", "alignment", "images", "segmentation", "labels", "products")
 # Headless, and nothing reaches beyond loopback: no updates, sync, metrics or safe browsing.
@@ -51,20 +46,6 @@ if not Path(CHROMIUM).exists():
     pytest.skip("needs Debian's chromium (apt-get install chromium)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def ui(drive, tmp_path: Path, seeded_checkpoint: Path) -> Iterator[tuple[str, Path, Path]]:
     """``dagster dev`` on this project, its instance set to build a 3-image chunk 00000."""
@@ -79,43 +60,9 @@ def ui(drive, tmp_path: Path, seeded_checkpoint: Path) -> Iterator[tuple[str, Pa
         settings_text(served, seeded_checkpoint, root=str(root), resolution=64, limit=3)
         + '\n[aligned_images]\nnum_processes = 1\n\n[segmentation_masks]\ndevice = "cpu"\n'
     )
-    port = free_port()
-    log = tmp_path / "dagster-dev.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FFHQ_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"]
-        + ["-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT,
-        env={**env, "DAGSTER_HOME": str(home)},
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while not answers(f"{base}/server_info"):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
+    with dagster_dev({**env, "DAGSTER_HOME": str(home)}, tmp_path / "dagster-dev.log") as base:
         yield base, home, root
-    finally:
-        stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop every process ``dagster dev`` started (its session's group), by group id."""
-    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait()
 
 
 def wait_for_run(home: Path, job: str, limit: float = 600) -> dg.DagsterRun:
