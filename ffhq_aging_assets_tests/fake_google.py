@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+from oauth2client.client import OOB_CALLBACK_URN
 
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
 
@@ -433,7 +434,7 @@ class FakeGoogle:
         # cannot attribute, so the user sees an error page and the app sees nothing.
         if not known:
             return _auth_page(401, "invalid_client", "The OAuth client was not found.")
-        if redirect_uri == "urn:ietf:wg:oauth:2.0:oob":
+        if redirect_uri == OOB_CALLBACK_URN:
             return _auth_page(
                 400,
                 "invalid_request",

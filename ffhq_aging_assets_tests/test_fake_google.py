@@ -25,6 +25,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseDownload
 from oauth2client import crypt
 from oauth2client.client import (
+    OOB_CALLBACK_URN,
     FlowExchangeError,
     HttpAccessTokenRefreshError,
     OAuth2Credentials,
@@ -200,7 +201,7 @@ def test_sign_in_refusals(google: FakeGoogle) -> None:
     assert status == 401 and b"invalid_client" in page
 
     oob = _flow(google, DRIVE_READONLY)
-    oob.redirect_uri = "urn:ietf:wg:oauth:2.0:oob"
+    oob.redirect_uri = OOB_CALLBACK_URN
     assert _open(oob.step1_get_authorize_url())[0] == 400
 
     wrong_secret = _flow(google, DRIVE_READONLY)

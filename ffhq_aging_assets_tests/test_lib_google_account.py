@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from oauth2client.client import OOB_CALLBACK_URN
 
 from ffhq_aging_assets.lib import google_account
 from ffhq_aging_assets.lib.google_account import (
@@ -210,5 +211,5 @@ def test_no_step_code_can_reach_an_interactive_sign_in() -> None:
                     callers.add(path.name)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id != "input", path
-        assert "urn:ietf:wg:oauth:2.0:oob" not in path.read_text(), path
+        assert OOB_CALLBACK_URN not in path.read_text(), path
     assert callers == {"cli_login.py"}
