@@ -26,20 +26,10 @@ def gate_verdicts(instance: dg.DagsterInstance, chunks: list[str]) -> dict[str, 
     """
     latest: dict[tuple[str, str, str], bool] = {}
     for chunk in chunks:
-        # Newest run first, and within a run the newest evaluation first: the first seen wins.
-        for run in instance.get_runs(dg.RunsFilter(tags={"dagster/partition": chunk})):
-            records = instance.get_records_for_run(
-                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-            ).records
-            for record in reversed(records):
-                event = record.event_log_entry.dagster_event
-                evaluation = event.event_specific_data if event else None
-                if not isinstance(evaluation, dg.AssetCheckEvaluation):
-                    continue
-                asset = evaluation.asset_key.to_user_string()
-                key = (asset, evaluation.check_name, chunk)
-                if evaluation.check_name in BLOCKING_GATES.get(asset, ()) and key not in latest:
-                    latest[key] = evaluation.passed
+        for check, evaluation in latest_evaluations(instance, chunk).items():
+            asset = check.asset_key.to_user_string()
+            if check.name in BLOCKING_GATES.get(asset, ()):
+                latest[(asset, check.name, chunk)] = evaluation.passed
     reasons = {}
     for chunk in chunks:
         failed = [
@@ -60,6 +50,28 @@ def gate_verdicts(instance: dg.DagsterInstance, chunks: list[str]) -> dict[str, 
             shown = ", ".join(unchecked[:3]) + (" ..." if len(unchecked) > 3 else "")
             reasons[chunk] = f"never checked on this instance ({shown})"
     return reasons
+
+
+def latest_evaluations(
+    instance: dg.DagsterInstance, chunk: str
+) -> dict[dg.AssetCheckKey, dg.AssetCheckEvaluation]:
+    """The latest evaluation of each check evaluated for ``chunk`` on this instance.
+
+    Read from the runs of the chunk (tagged ``dagster/partition``): a check result yielded in a
+    chunk's run does not carry its partition itself. Newest run first, and within a run the
+    newest evaluation first: the first seen wins.
+    """
+    latest: dict[dg.AssetCheckKey, dg.AssetCheckEvaluation] = {}
+    for run in instance.get_runs(dg.RunsFilter(tags={"dagster/partition": chunk})):
+        records = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        for record in reversed(records):
+            event = record.event_log_entry.dagster_event
+            evaluation = event.event_specific_data if event else None
+            if isinstance(evaluation, dg.AssetCheckEvaluation):
+                latest.setdefault(evaluation.asset_check_key, evaluation)
+    return latest
 
 
 def excluded_text(excluded: dict[str, str]) -> str:
