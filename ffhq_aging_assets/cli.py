@@ -18,6 +18,7 @@ from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ffhq_aging_assets.launch import Launcher, LiveLine, RunWatch, events_to, launcher
 from ffhq_aging_assets.lib.chunks import describe_chunks, parse_partitions
 from ffhq_aging_assets.lib.layout import DatasetLayout
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     # when imported, so $DAGSTER_HOME must be settled first (see ``main``).
     from ffhq_aging_assets.cli_login import add_login_arguments
     from ffhq_aging_assets.cli_options import add_build_arguments, add_dataset_arguments
+    from ffhq_aging_assets.cli_status import add_status_arguments
 
     parser = argparse.ArgumentParser(prog="ffhq-aging", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--partitions", default="00000", help="chunk keys, a range, or 'all'")
     add_dataset_arguments(c)
     c.add_argument("--overlay", action="store_true", help="blend the colours over the faces")
+    s = sub.add_parser(
+        "status",
+        help="what is built per chunk, its failed blocking checks and what the products left "
+        "out, from the Dagster instance",
+    )
+    add_status_arguments(s)
     sub.add_parser(
         "ui",
         help="start the Dagster UI (dagster dev) on this project's instance; "
@@ -77,32 +85,6 @@ def ensure_dagster_home() -> Path:
     if not settings.exists() and (PROJECT_DIR / "dagster.yaml").is_file():
         shutil.copyfile(PROJECT_DIR / "dagster.yaml", settings)
     return home
-
-
-def _failures(result: Any) -> list[str]:
-    messages = []
-    for event in result.get_step_failure_events():
-        messages.append(f"{event.step_key}: {_plain(event.step_failure_data.error)}")
-    if not messages and not result.success:
-        messages = [e.message for e in result.all_events if e.event_type_value == "RUN_FAILURE"]
-    return messages or ["see the run's logs in the UI"]
-
-
-def _plain(error: Any) -> str:
-    """The message of the step's own error, past Dagster's wrappers, without a class name.
-
-    Our errors say in their text what failed and what to do; the exception's module and class
-    (``ffhq_aging_assets.lib.inputs.InputError: ...``) tell a user nothing more.
-    """
-    while error is not None and error.cls_name.startswith("Dagster") and error.cause is not None:
-        error = error.cause
-    if error is None:
-        return "failed"
-    text = error.message.strip()
-    prefix = f"{error.cls_name}: "
-    if prefix in text.split("\n", 1)[0]:
-        text = text[text.index(prefix) + len(prefix) :]
-    return text
 
 
 def _duration(seconds: float) -> str:
@@ -127,6 +109,7 @@ def build(args: argparse.Namespace) -> int:
     from ffhq_aging_assets.jobs import PRODUCTS, SHARED_INPUTS
     from ffhq_aging_assets.resources import DatasetResource
     from ffhq_aging_assets.runs import fail_dead_runs
+    from ffhq_aging_assets.settings import SettingsError, pin_dataset
 
     graph = defs.resolve_asset_graph()
     try:
@@ -139,25 +122,36 @@ def build(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     root = config["resources"]["dataset"]["config"]["root"]
     layout = DatasetResource(**config["resources"]["dataset"]["config"]).layout
+    try:
+        pinned = pin_dataset(layout.root, layout.resolution)
+    except SettingsError as exc:
+        only_resolution = args.root is None and args.resolution is not None
+        refuse("--resolution" if only_resolution else "--root", str(exc))
     # The chunk steps read the metadata the last ffhq_metadata_json parsed under this root: the
     # one this build parses first when it selects that asset, else the one already there.
     parses_metadata = dg.AssetKey("ffhq_metadata_json") in shared
     if per_chunk and not parses_metadata:
         require_chunks_in_metadata(layout, chunks)
+    log = None if args.verbose else build_log(Path(os.environ["DAGSTER_HOME"]))
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; root {root}")
-    fail_dead_runs(instance, print)
+    if pinned is not None:
+        print(pinned)
+    if log is not None:
+        print(f"Dagster's event stream: {log} (--verbose shows it here)")
+    sys.stdout.flush()
     resources_only = {"resources": config["resources"]}
-
-    if shared and not _run_once(dg, instance, "shared_inputs", resources_only, shared):
-        return 1
-    if per_chunk and parses_metadata:
-        require_chunks_in_metadata(layout, chunks)
-    failed: list[str] = []
-    if per_chunk:
-        ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
-        failed = _run_chunks(dg, instance, {**config, "ops": ops}, chunks, per_chunk)
-    if products and not _run_once(dg, instance, "products", resources_only, products):
-        return 1
+    with events_to(log), launcher(instance) as runs:
+        fail_dead_runs(instance, print)
+        if shared and not _run_once(runs, "shared_inputs", resources_only, shared):
+            return 1
+        if per_chunk and parses_metadata:
+            require_chunks_in_metadata(layout, chunks)
+        failed: list[str] = []
+        if per_chunk:
+            ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
+            failed = _run_chunks(runs, {**config, "ops": ops}, chunks, per_chunk)
+        if products and not _run_once(runs, "products", resources_only, products):
+            return 1
     if failed:
         print(
             f"{len(failed)} chunk(s) failed: {', '.join(failed)}. Run the same command again to "
@@ -165,6 +159,12 @@ def build(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def build_log(home: Path) -> Path:
+    """A new log file for one build's Dagster output: ``$DAGSTER_HOME/logs/build-*.log``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return home / "logs" / f"build-{stamp}-{os.getpid()}.log"
 
 
 def refuse(option: str, message: str) -> NoReturn:
@@ -254,57 +254,56 @@ def chunks_in_metadata(layout: DatasetLayout) -> set[str] | None:
         return None
 
 
-def _run_once(dg: Any, instance: Any, job_name: str, config: dict, keys: Set) -> bool:
-    from ffhq_aging_assets.runs import owner_tags
+def _run_once(runs: Launcher, job_name: str, config: dict, keys: Set) -> bool:
+    from ffhq_aging_assets.runs import HOST_TAG, this_host
 
-    job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", (job_name,))
-    result = dg.execute_job(
-        job, instance, run_config=config, tags=owner_tags(), asset_selection=sorted(keys)
+    live = LiveLine(sys.stdout)
+    run, watch = runs.run(
+        job_name, config, {HOST_TAG: this_host()}, keys, lambda w: live.show(w.live())
     )
-    if not result.success:
-        print(f"{job_name} failed (run {result.run_id}):", *_failures(result), sep="\n  ")
+    live.clear()
+    if not run.is_success:
+        print(f"{job_name} failed (run {run.run_id}):", *watch.failure_lines(), sep="\n  ")
         return False
-    print(f"{job_name} done (run {result.run_id})")
+    print(f"{job_name} done (run {run.run_id})")
     return True
 
 
-def _run_chunks(dg: Any, instance: Any, config: dict, chunks: list[str], keys: Set) -> list[str]:
+def _run_chunks(runs: Launcher, config: dict, chunks: list[str], keys: Set) -> list[str]:
     """One run per chunk, on after a failure; returns the chunks that failed.
 
     Before each chunk, runs left by dead processes meanwhile are failed, so their pool slots
-    cannot hold this chunk's GPU step.
+    cannot hold this chunk's GPU step. A terminal shows a live line under the chunk lines: the
+    running step and its latest progress (images done, rate, ETA).
     """
-    from ffhq_aging_assets.runs import fail_dead_runs, owner_tags
+    from ffhq_aging_assets.runs import HOST_TAG, fail_dead_runs, this_host
 
-    job = dg.build_reconstructable_job("ffhq_aging_assets.definitions", "job", ("chunks",))
     failed: list[str] = []
     started = time.monotonic()
+    live = LiveLine(sys.stdout)
     for done, chunk in enumerate(chunks, start=1):
         t0 = time.monotonic()
-        fail_dead_runs(instance, print)
-        result = dg.execute_job(
-            job,
-            instance,
-            run_config=config,
-            tags={"dagster/partition": chunk, **owner_tags()},
-            asset_selection=sorted(keys),
-        )
-        checks = result.get_asset_check_evaluations()
-        failed_checks = [
-            f"{c.asset_key.to_user_string()}.{c.check_name}"
-            for c in checks
-            if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
-        ]
+        fail_dead_runs(runs.instance, print)
+        here = f"[{done}/{len(chunks)}] chunk {chunk}"
+
+        def show(watch: RunWatch, here: str = here, t0: float = t0) -> None:
+            live.show(f"{here} {time.monotonic() - t0:.0f} s · {watch.live() or 'starting'}")
+
+        tags = {"dagster/partition": chunk, HOST_TAG: this_host()}
+        run, watch = runs.run("chunks", config, tags, keys, show)
+        live.clear()
+        failed_checks = watch.failed_checks()
         eta = (time.monotonic() - started) / done * (len(chunks) - done)
-        status = "ok" if result.success and not failed_checks else "FAILED"
-        passed = sum(c.passed for c in checks)
+        status = "ok" if run.is_success and not failed_checks else "FAILED"
+        passed = sum(c.passed for c in watch.checks)
         print(
-            f"[{done}/{len(chunks)}] chunk {chunk}: {status} in {time.monotonic() - t0:.1f} s, "
-            f"{passed}/{len(checks)} checks passed, ETA {_duration(eta)} (run {result.run_id})"
+            f"{here}: {status} in {time.monotonic() - t0:.1f} s, "
+            f"{passed}/{len(watch.checks)} checks passed, ETA {_duration(eta)} (run {run.run_id})"
         )
         if status != "ok":
             failed.append(chunk)
-            for line in _failures(result) + [f"check failed: {c}" for c in failed_checks]:
+            lines = watch.failure_lines() if not run.is_success else []
+            for line in lines + [f"check failed: {c}" for c in failed_checks]:
                 print(f"    {line}")
     return failed
 
@@ -381,6 +380,36 @@ def colorize(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui_address(extra: Sequence[str]) -> str:
+    """Where ``dagster dev`` given ``extra`` serves the UI (its -h/--host and -p/--port)."""
+    host, port = "127.0.0.1", "3000"
+    for i, arg in enumerate(extra):
+        for names, name in ((("-h", "--host"), "host"), (("-p", "--port"), "port")):
+            value = None
+            if arg in names and i + 1 < len(extra):
+                value = extra[i + 1]
+            elif arg.startswith(f"{names[1]}="):
+                value = arg.split("=", 1)[1]
+            if value is not None and name == "host":
+                host = value
+            elif value is not None:
+                port = value
+    return f"http://{host}:{port}"
+
+
+def lineage_address(base: str) -> str:
+    """The UI's global lineage at ``base`` with every asset group open.
+
+    Dagster's UI opens the lineage of several groups with each one collapsed, unless the
+    address lists the open ones (``?expanded=``) or the browser remembers them.
+    """
+    from ffhq_aging_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    groups = sorted({graph.get(key).group_name for key in graph.get_all_asset_keys()})
+    return f"{base}/asset-groups?expanded=" + ",".join(f"global@global:{g}" for g in groups)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ffhq-aging`` console script."""
     os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
@@ -398,8 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return verify(args)
     if args.command == "colorize":
         return colorize(args)
+    if args.command == "status":
+        ensure_dagster_home()
+        from ffhq_aging_assets.cli_status import status
+
+        return status(args)
     if args.command == "ui":
         ensure_dagster_home()
+        print(f"The lineage with every group open: {lineage_address(ui_address(extra))}")
+        sys.stdout.flush()
         command = [sys.executable, "-m", "dagster", "dev", "-m", "ffhq_aging_assets.definitions"]
         return subprocess.call(command + extra)
     return 2

@@ -123,6 +123,12 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
             default="drive",
             help="drive (anonymous), pydrive (Google account) or local:DIR [drive]",
         ),
+        parser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show Dagster's event stream here instead of only in a log file under "
+            "$DAGSTER_HOME/logs",
+        ),
     ]
     models = {key: model for _, key, model in SECTIONS}
     groups: dict[str, Any] = {}

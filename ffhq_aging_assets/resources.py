@@ -14,7 +14,7 @@ from ffhq_aging_assets.lib.drive_api import DriveAccountSource
 from ffhq_aging_assets.lib.google_account import Account
 from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets.lib.sources import DriveHttpSource, LocalFolderSource, Source
-from ffhq_aging_assets.settings import apply_settings
+from ffhq_aging_assets.settings import apply_settings, pin_dataset
 
 METADATA_URL = "https://drive.google.com/uc?id=16N0RV4fHI6joBuKbQAoG34V_cQk7vxSA"
 METADATA_SIZE = 267_793_842
@@ -83,6 +83,16 @@ class DatasetResource(dg.ConfigurableResource):
         description="Only the first N images of each chunk (the 2020 scripts' --debug was 50); "
         "0 means the whole chunk.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Refuse a root or resolution other than the instance's; tie an untied instance.
+
+        Raises:
+            SettingsError: the instance describes another root or resolution.
+        """
+        said = pin_dataset(self.root_path, self.resolution)
+        if said is not None and context.log is not None:
+            context.log.info(said)
 
     @property
     def root_path(self) -> Path:

@@ -21,6 +21,8 @@ from typing import Any
 
 import pydantic
 
+from ffhq_aging_assets.lib.files import atomic_write_bytes, file_lock
+
 FILE_NAME = "ffhq-aging.toml"
 # (section, field) -> the variable that sets it, over the file.
 ENVIRONMENT = {
@@ -92,3 +94,82 @@ def apply_settings(section: str, model: type[pydantic.BaseModel]) -> None:
     for name in values:
         model.model_fields[name].default = getattr(checked, name)
     model.model_rebuild(force=True)
+
+
+def pin_dataset(root: Path, resolution: int) -> str | None:
+    """Tie the instance to one dataset: ``[dataset]`` root and resolution in its settings file.
+
+    An instance's runs, check results and the nightly backfill's "missing" describe one copy
+    of the dataset at one resolution. The first build or step writes the root (absolute) and
+    resolution it uses into the settings file when the file does not set them, so later
+    launches (the UI's, backfills, builds without ``--root``) take them as defaults. Without a
+    settings file location (no ``$DAGSTER_HOME``, no ``$FFHQ_SETTINGS``) nothing is tied.
+
+    Returns:
+        A line saying what was written, or None when nothing had to be.
+
+    Raises:
+        SettingsError: the file ties the instance to another root or resolution; the message
+            names both and what to do.
+    """
+    path = settings_path()
+    if path is None:
+        return None
+    root = root.expanduser().resolve()
+    missing = _unpinned(path, root, resolution)
+    if not missing:
+        return None
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        # Another build or step may have written it meanwhile.
+        missing = _unpinned(path, root, resolution)
+        if not missing:
+            return None
+        _add_to_table(path, "dataset", missing)
+    return f"this instance now describes the dataset at {root} at {resolution} px ({path})"
+
+
+def _unpinned(path: Path, root: Path, resolution: int) -> dict[str, str | int]:
+    """What of ``root`` and ``resolution`` the file does not set yet; refuses other values."""
+    table = read_settings(path).get("dataset", {})
+    pinned_root = table.get("root")
+    pinned_resolution = table.get("resolution")
+    if (pinned_root is not None and Path(str(pinned_root)).expanduser().resolve() != root) or (
+        pinned_resolution is not None and pinned_resolution != resolution
+    ):
+        there = Path(str(pinned_root or root)).expanduser().resolve()
+        raise SettingsError(
+            f"this Dagster instance describes the dataset at {there} at "
+            f"{pinned_resolution or resolution} px ([dataset] in {path}), not {root} at "
+            f"{resolution} px: its runs, check results and the nightly backfill are about that "
+            "copy. Build another root or resolution with its own instance (another "
+            "DAGSTER_HOME), or change [dataset] in that file if this one is meant"
+        )
+    return {
+        name: value
+        for name, value in (("root", str(root)), ("resolution", resolution))
+        if table.get(name) is None
+    }
+
+
+def _add_to_table(path: Path, section: str, values: dict[str, str | int]) -> None:
+    """Add ``values`` to ``[section]`` of the TOML file at ``path`` (made if absent), atomically."""
+    import json
+    import re
+
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    # JSON's string and integer forms are TOML's basic strings and integers.
+    lines = "".join(f"{name} = {json.dumps(value)}\n" for name, value in values.items())
+    header = re.search(rf"^\[{re.escape(section)}\][ \t]*(#.*)?$", text, re.M)
+    if header is not None:
+        end = header.end()
+        text = text[:end] + "\n" + lines.rstrip("\n") + text[end:]
+        if not text.endswith("\n"):
+            text += "\n"
+    else:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += ("\n" if text else "") + f"[{section}]\n" + lines
+    written = tomllib.loads(text).get(section, {})
+    if any(written.get(name) != value for name, value in values.items()):
+        raise SettingsError(f"{path}: could not add {', '.join(values)} to [{section}]")
+    atomic_write_bytes(path, text.encode("utf-8"))

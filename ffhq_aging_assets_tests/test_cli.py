@@ -202,6 +202,28 @@ def test_chunks_the_parsed_metadata_lacks_stop_the_build_before_any_run(
     assert dg.DagsterInstance.from_config(str(dagster_home)).get_runs() == []
 
 
+def test_a_root_or_resolution_other_than_the_instances_stops_the_build_before_any_run(
+    tmp_path: Path, dagster_home: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = dagster_home / "ffhq-aging.toml"
+    settings.write_text(f'[dataset]\nroot = "{tmp_path / "data"}"\nresolution = 256\n')
+    for argv, flag, asked in (
+        (["--root", "other"], "--root", f"{tmp_path / 'other'} at 256 px"),
+        (["--resolution", "512"], "--resolution", f"{tmp_path / 'data'} at 512 px"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["build", "--select", "ffhq_metadata_json", *argv])
+        assert exit_info.value.code == 2
+        (err,) = capsys.readouterr().err.splitlines()
+        assert err.startswith(
+            f"ffhq-aging build: error: argument {flag}: this Dagster instance describes the "
+            f"dataset at {tmp_path / 'data'} at 256 px ([dataset] in {settings}), not {asked}"
+        )
+    assert dg.DagsterInstance.from_config(str(dagster_home)).get_runs() == []
+    assert not (tmp_path / "other").exists()
+
+
 def test_build_selects_a_list_and_refuses_a_chunk_the_fetched_metadata_lacks(
     drive, tmp_path: Path, dagster_home: Path
 ) -> None:
@@ -213,12 +235,12 @@ def test_build_selects_a_list_and_refuses_a_chunk_the_fetched_metadata_lacks(
     assert done.returncode == 2, done.stdout + done.stderr
     # The metadata is fetched and parsed first: only then is it known which chunks it has.
     assert "shared_inputs done" in done.stdout
-    # Above it on stderr: the shared run's Dagster log.
-    assert done.stderr.strip().splitlines()[-1] == (
+    # Dagster's events went to the build's log file, so stderr holds the refusal alone.
+    assert done.stderr.strip().splitlines() == [
         "ffhq-aging build: error: argument --partitions: chunk 05000 is not in the metadata "
         "(the metadata has chunks 00000..01000), so running again cannot help: choose chunks it "
         "has, or point --metadata-url at a metadata file that has these"
-    )
+    ]
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     assert [run.job_name for run in instance.get_runs()] == ["shared_inputs"]
 
@@ -291,3 +313,18 @@ def test_colorize_writes_colour_masks_beside_the_label_maps(tmp_path: Path, caps
     blended = np.asarray(PIL.Image.open(chunk / "parsings_overlay" / "00007.png"))
     assert (blended[0, 0] == (10, 20, 30)).all() and not (blended[20, 20] == PALETTE[1]).all()
     assert main(["colorize", "--root", str(tmp_path / "none"), "--resolution", "64"]) == 1
+
+
+def test_ui_prints_the_lineage_address_with_every_group_open() -> None:
+    from ffhq_aging_assets.cli import lineage_address, ui_address
+
+    assert ui_address([]) == "http://127.0.0.1:3000"
+    assert ui_address(["-p", "3001", "--host=0.0.0.0"]) == "http://0.0.0.0:3001"
+    assert ui_address(["--port=4000", "-h", "localhost"]) == "http://localhost:4000"
+    address = lineage_address("http://127.0.0.1:3000")
+    base, expanded = address.split("?expanded=")
+    assert base == "http://127.0.0.1:3000/asset-groups"
+    graph = defs.resolve_asset_graph()
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert len(groups) == 7
+    assert sorted(expanded.split(",")) == sorted(f"global@global:{g}" for g in groups)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -176,8 +177,12 @@ def test_build_takes_account_settings_from_the_environment(
     # fails at once, naming that file and the command that fixes it.
     account = signed_in(google, tmp_path / "user")
     other = client_file(google, tmp_path, "other-client.json")
+    # Another copy of the dataset (root2), so another instance: an instance describes one copy.
+    home2 = tmp_path / "dagster_home2"
+    home2.mkdir()
+    shutil.copy(dagster_home / "dagster.yaml", home2 / "dagster.yaml")
     env = environment(
-        dagster_home,
+        home2,
         FFHQ_CLIENT_SECRETS=str(other),
         FFHQ_DRIVE_CREDENTIALS=str(account.credentials_file),
         FFHQ_DRIVE_API=google.api_endpoint,
@@ -269,8 +274,12 @@ def test_a_run_launched_from_the_ui_takes_the_client_secrets_from_the_environmen
 ) -> None:
     account = signed_in(google, tmp_path / "user")
     other = client_file(google, tmp_path, "other-client.json")
+    # Another copy of the dataset (root2), so another instance: an instance describes one copy.
+    home2 = tmp_path / "dagster_home2"
+    home2.mkdir()
+    shutil.copy(dagster_home / "dagster.yaml", home2 / "dagster.yaml")
     env = environment(
-        dagster_home,
+        home2,
         FFHQ_CLIENT_SECRETS=str(other),
         FFHQ_DRIVE_CREDENTIALS=str(account.credentials_file),
         FFHQ_DRIVE_API=google.api_endpoint,

@@ -135,3 +135,66 @@ def test_build_and_the_launchpad_use_the_instance_settings(
     assert done.returncode == 0, done.stdout + done.stderr
     assert (root / "metadata" / "ffhq-dataset-v2.json").is_file()
     assert f"root {root}" in done.stdout
+
+
+def test_the_first_dataset_used_is_written_once_and_kept(settings_file: Path, tmp_path) -> None:
+    from ffhq_aging_assets.settings import pin_dataset
+
+    settings_file.write_text(
+        "# mine\n[file_source]\nnum_threads = 4\n\n[dataset] # the copy\nlimit = 20\n"
+    )
+    said = pin_dataset(tmp_path / "a" / ".." / "data", 512)
+    assert said == (
+        f"this instance now describes the dataset at {tmp_path / 'data'} at 512 px "
+        f"({settings_file})"
+    )
+    assert read_settings(settings_file) == {
+        "file_source": {"num_threads": 4},
+        "dataset": {"root": str(tmp_path / "data"), "resolution": 512, "limit": 20},
+    }
+    assert settings_file.read_text().startswith("# mine\n[file_source]\n")
+    before = settings_file.read_bytes()
+    assert pin_dataset(tmp_path / "data", 512) is None
+    assert settings_file.read_bytes() == before
+    with pytest.raises(SettingsError) as other_root:
+        pin_dataset(tmp_path / "elsewhere", 512)
+    assert f"describes the dataset at {tmp_path / 'data'} at 512 px" in str(other_root.value)
+    assert f"not {tmp_path / 'elsewhere'} at 512 px" in str(other_root.value)
+    assert "another DAGSTER_HOME" in str(other_root.value)
+    with pytest.raises(SettingsError, match="at 512 px .*, not .* at 256 px"):
+        pin_dataset(tmp_path / "data", 256)
+    assert settings_file.read_bytes() == before
+
+
+def test_an_instance_without_settings_gets_a_file_and_a_step_with_another_root_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ffhq_aging_assets.resources import DatasetResource
+
+    monkeypatch.delenv("FFHQ_SETTINGS", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+
+    @dg.asset
+    def probe(dataset: DatasetResource) -> str:
+        return str(dataset.layout.root)
+
+    first = dg.materialize(
+        [probe], resources={"dataset": DatasetResource(root=str(tmp_path / "a"))}
+    )
+    assert first.output_for_node("probe") == str(tmp_path / "a")
+    assert read_settings(tmp_path / "home" / "ffhq-aging.toml") == {
+        "dataset": {"root": str(tmp_path / "a"), "resolution": 256}
+    }
+    other = dg.materialize(
+        [probe],
+        resources={"dataset": DatasetResource(root=str(tmp_path / "b"))},
+        raise_on_error=False,
+    )
+    assert not other.success
+    errors = [
+        e.event_specific_data.error.to_string()
+        for e in other.all_events
+        if getattr(e.event_specific_data, "error", None) is not None
+    ]
+    assert any(f"describes the dataset at {tmp_path / 'a'} at 256 px" in e for e in errors), errors
+    assert not (tmp_path / "b").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ffhq_aging_assets.cli import lineage_address
 from ffhq_aging_assets_tests.dagster_dev import PROJECT, dagster_dev
 from ffhq_aging_assets_tests.fixtures import serve_synthetic
 from ffhq_aging_assets_tests.serve_fake_drive import settings_text
@@ -99,6 +100,12 @@ def test_a_researcher_materializes_a_chunk_from_the_ui(
         page.goto(f"{base}/asset-groups")
         for stage in STAGES:
             expect(page.get_by_text(stage, exact=True).first).to_be_visible()
+        # Dagster opens a lineage of several groups collapsed; `ffhq-aging ui` prints the address
+        # that opens every group.
+        expect(page.get_by_text("aligned_images", exact=True)).to_have_count(0)
+        page.goto(lineage_address(base))
+        for asset in ("ffhq_metadata_json", "image_metadata", "aligned_images", "training_splits"):
+            expect(page.get_by_text(asset, exact=True).first).to_be_visible()
         page.screenshot(path=shots / "lineage.png")
 
         page.goto(f"{base}/locations/ffhq_aging_assets.definitions/jobs/shared_inputs")

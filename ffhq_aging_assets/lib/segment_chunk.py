@@ -41,6 +41,8 @@ from ffhq_aging_assets.lib.segment import SegmentRun, fidelity, segment_files
 from ffhq_aging_assets.lib.segment_model import batch_size_for, prepare_model, resolve_device
 from ffhq_aging_assets.lib.tables import write_table
 
+# Seconds between two progress lines of a chunk's masks.
+PROGRESS_SECONDS = 2.0
 MEAN_FRACTIONS = ("frac_skin", "frac_hair", "frac_background")
 
 
@@ -161,8 +163,17 @@ def segment_chunk(
         write_precision_record(record_path, record)
         prepared = time.perf_counter() - start
 
+        reported = [0.0]
+
         def progress(written: int, elapsed: float) -> None:
-            log(f"chunk {chunk}: {written}/{len(todo)} masks, {written / elapsed:.2f} img/s")
+            # At most one line every PROGRESS_SECONDS, and the last: each is an event to store.
+            if written < len(todo) and elapsed - reported[0] < PROGRESS_SECONDS:
+                return
+            reported[0] = elapsed
+            rate = written / elapsed if elapsed > 0 else 0.0
+            left = len(todo) - written
+            eta = f"{left / rate:.0f} s" if rate > 0 and left else "-"
+            log(f"chunk {chunk}: {written}/{len(todo)} masks, {rate:.2f} img/s, ETA {eta}")
 
         run = segment_files(
             model,
