@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -98,7 +98,7 @@ def _duration(seconds: float) -> str:
 def build(args: argparse.Namespace) -> int:
     """Run ``ffhq-aging build``: shared inputs once, one run per chunk, then the products."""
     chunks: list[str] = args.partitions
-    from ffhq_aging_assets.cli_options import run_config
+    from ffhq_aging_assets.cli_options import default_jobs, run_config
 
     config = run_config(args)
     ensure_dagster_home()
@@ -109,7 +109,7 @@ def build(args: argparse.Namespace) -> int:
     from ffhq_aging_assets.jobs import PRODUCTS, SHARED_INPUTS
     from ffhq_aging_assets.resources import DatasetResource
     from ffhq_aging_assets.runs import fail_dead_runs
-    from ffhq_aging_assets.settings import SettingsError, pin_dataset
+    from ffhq_aging_assets.settings import SettingsError, instance_settings_path, pin_dataset
 
     graph = defs.resolve_asset_graph()
     try:
@@ -123,7 +123,9 @@ def build(args: argparse.Namespace) -> int:
     root = config["resources"]["dataset"]["config"]["root"]
     layout = DatasetResource(**config["resources"]["dataset"]["config"]).layout
     try:
-        pinned = pin_dataset(layout.root, layout.resolution)
+        pinned = pin_dataset(
+            layout.root, layout.resolution, instance_settings_path(instance.root_directory)
+        )
     except SettingsError as exc:
         only_resolution = args.root is None and args.resolution is not None
         refuse("--resolution" if only_resolution else "--root", str(exc))
@@ -149,7 +151,8 @@ def build(args: argparse.Namespace) -> int:
         failed: list[str] = []
         if per_chunk:
             ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
-            failed = _run_chunks(runs, {**config, "ops": ops}, chunks, per_chunk)
+            jobs = min(args.jobs or default_jobs(), len(chunks))
+            failed = _run_chunks(runs, {**config, "ops": ops}, chunks, per_chunk, jobs)
         if products and not _run_once(runs, "products", resources_only, products):
             return 1
     if failed:
@@ -269,35 +272,47 @@ def _run_once(runs: Launcher, job_name: str, config: dict, keys: Set) -> bool:
     return True
 
 
-def _run_chunks(runs: Launcher, config: dict, chunks: list[str], keys: Set) -> list[str]:
-    """One run per chunk, on after a failure; returns the chunks that failed.
+def _run_chunks(runs: Launcher, config: dict, chunks: list[str], keys: Set, jobs: int) -> list[str]:
+    """One run per chunk, ``jobs`` at a time, on after a failure; returns the chunks that failed.
 
-    Before each chunk, runs left by dead processes meanwhile are failed, so their pool slots
-    cannot hold this chunk's GPU step. A terminal shows a live line under the chunk lines: the
-    running step and its latest progress (images done, rate, ETA).
+    Before each launch, runs left by dead processes meanwhile are failed, so their pool slots
+    cannot hold a chunk's GPU step; GPU steps of chunks in flight together wait on the ``gpu``
+    pool. A line per chunk as it ends; in a terminal a live line below shows each chunk in
+    flight with its running step and that step's latest report (images done, rate, ETA).
     """
     from ffhq_aging_assets.runs import HOST_TAG, fail_dead_runs, this_host
 
+    def start(chunk: str) -> Callable[[], str]:
+        tags = {"dagster/partition": chunk, HOST_TAG: this_host()}
+        return lambda: runs.launch("chunks", config, tags, keys)
+
+    live = LiveLine(sys.stdout)
+
+    def show(flying: dict[str, tuple[float, RunWatch]]) -> None:
+        now = time.monotonic()
+        live.show(
+            " | ".join(
+                f"chunk {chunk} {now - t0:.0f} s · {watch.live() or 'starting'}"
+                for chunk, (t0, watch) in sorted(flying.items())
+            )
+        )
+
     failed: list[str] = []
     started = time.monotonic()
-    live = LiveLine(sys.stdout)
-    for done, chunk in enumerate(chunks, start=1):
-        t0 = time.monotonic()
-        fail_dead_runs(runs.instance, print)
-        here = f"[{done}/{len(chunks)}] chunk {chunk}"
-
-        def show(watch: RunWatch, here: str = here, t0: float = t0) -> None:
-            live.show(f"{here} {time.monotonic() - t0:.0f} s · {watch.live() or 'starting'}")
-
-        tags = {"dagster/partition": chunk, HOST_TAG: this_host()}
-        run, watch = runs.run("chunks", config, tags, keys, show)
+    ended = runs.run_all(
+        [(chunk, start(chunk)) for chunk in chunks],
+        jobs,
+        show,
+        lambda: fail_dead_runs(runs.instance, print),
+    )
+    for done, (chunk, seconds, run, watch) in enumerate(ended, start=1):
         live.clear()
         failed_checks = watch.failed_checks()
         eta = (time.monotonic() - started) / done * (len(chunks) - done)
         status = "ok" if run.is_success and not failed_checks else "FAILED"
         passed = sum(c.passed for c in watch.checks)
         print(
-            f"{here}: {status} in {time.monotonic() - t0:.1f} s, "
+            f"[{done}/{len(chunks)}] chunk {chunk}: {status} in {seconds:.1f} s, "
             f"{passed}/{len(watch.checks)} checks passed, ETA {_duration(eta)} (run {run.run_id})"
         )
         if status != "ok":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -122,6 +123,13 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
             type=_source,
             default="drive",
             help="drive (anonymous), pydrive (Google account) or local:DIR [drive]",
+        ),
+        parser.add_argument(
+            "--jobs",
+            type=_jobs,
+            default=None,
+            help="chunk runs in flight at once, so one chunk downloads while another aligns or "
+            "segments; GPU steps still take turns on the gpu pool [1 + cores/8 + GPUs, at most 4]",
         ),
         parser.add_argument(
             "--verbose",
@@ -240,6 +248,28 @@ def _source(text: str) -> str:
         what = "is not a folder" if folder.exists() else "does not exist"
         raise argparse.ArgumentTypeError(f"{text}: {folder} {what}")
     return text
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if not 1 <= jobs <= 64:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64, not {text}")
+    return jobs
+
+
+def default_jobs() -> int:
+    """Chunk runs in flight by default: 1 + one per 8 cores + one per GPU, at most 4.
+
+    Each chunk's alignment already uses every core, so more chunks at once mostly buy overlap:
+    downloads and GPU work of one chunk while another aligns.
+    """
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return min(4, 1 + (os.cpu_count() or 1) // 8 + gpus)
 
 
 def _partitions(text: str) -> list[str]:

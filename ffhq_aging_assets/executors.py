@@ -4,6 +4,8 @@
 build`` and every worker must agree):
 
 - ``multiprocess`` (default): each step in a fresh process on this machine.
+- ``in_process``: every step of a run in the run's own process, one after another (a chunk's
+  steps form a chain, so only the processes' start-up is saved: see docs/benchmarks.md).
 - ``celery``: each step a Celery task on a Redis (or any Celery) broker named by
   ``FFHQ_CELERY_BROKER``; results come back through ``FFHQ_CELERY_BACKEND`` if set, else the
   broker. Steps tagged ``dagster-celery/queue: gpu`` (segmentation) go to the ``gpu`` queue,
@@ -17,7 +19,7 @@ import os
 
 import dagster as dg
 
-EXECUTORS = ("multiprocess", "celery")
+EXECUTORS = ("multiprocess", "in_process", "celery")
 
 # Steps run for minutes: a worker takes one task at a time and acknowledges it only once done,
 # so a worker that dies mid-step hands its task back to the queue. Redis hands an unacknowledged
@@ -35,6 +37,8 @@ def executor_from_env() -> dg.ExecutorDefinition:
     name = os.environ.get("FFHQ_EXECUTOR", "multiprocess")
     if name == "multiprocess":
         return dg.multiprocess_executor
+    if name == "in_process":
+        return dg.in_process_executor
     if name == "celery":
         # Imported only here: the cluster extra is optional, and every step imports this module.
         from dagster_celery import celery_executor

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +196,45 @@ class Launcher:
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             self.instance.run_launcher.terminate(run_id)
+            raise
+
+    def run_all(
+        self,
+        launches: Iterable[tuple[str, Callable[[], str]]],
+        jobs: int,
+        live: Callable[[dict[str, tuple[float, RunWatch]]], None] | None = None,
+        before: Callable[[], object] | None = None,
+    ) -> Iterator[tuple[str, float, dg.DagsterRun, RunWatch]]:
+        """Keep up to ``jobs`` runs in flight; yield each as it ends, with its seconds.
+
+        ``launches`` holds (name, start) pairs; ``start`` launches a run and returns its id.
+        ``before`` is called before each launch; ``live`` after each read of the runs in
+        flight, with their names, start times and events. On Ctrl-C every run in flight is
+        terminated before the interrupt goes on.
+        """
+        waiting = list(launches)
+        flying: dict[str, tuple[str, float, RunWatch]] = {}
+        try:
+            while waiting or flying:
+                while waiting and len(flying) < jobs:
+                    name, start = waiting.pop(0)
+                    if before is not None:
+                        before()
+                    run_id = start()
+                    flying[run_id] = (name, time.monotonic(), RunWatch(run_id))
+                for run_id, (name, started, watch) in list(flying.items()):
+                    run = self.instance.get_run_by_id(run_id)
+                    watch.read(self.instance)
+                    if run is not None and run.is_finished:
+                        del flying[run_id]
+                        yield name, time.monotonic() - started, run, watch
+                if live is not None and flying:
+                    live({name: (started, watch) for name, started, watch in flying.values()})
+                if flying:
+                    time.sleep(POLL_SECONDS)
+        except (KeyboardInterrupt, GeneratorExit):
+            for run_id in flying:
+                self.instance.run_launcher.terminate(run_id)
             raise
 
     def run(

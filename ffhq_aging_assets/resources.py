@@ -14,7 +14,7 @@ from ffhq_aging_assets.lib.drive_api import DriveAccountSource
 from ffhq_aging_assets.lib.google_account import Account
 from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets.lib.sources import DriveHttpSource, LocalFolderSource, Source
-from ffhq_aging_assets.settings import apply_settings, pin_dataset
+from ffhq_aging_assets.settings import apply_settings, instance_settings_path, pin_dataset
 
 METADATA_URL = "https://drive.google.com/uc?id=16N0RV4fHI6joBuKbQAoG34V_cQk7vxSA"
 METADATA_SIZE = 267_793_842
@@ -90,7 +90,11 @@ class DatasetResource(dg.ConfigurableResource):
         Raises:
             SettingsError: the instance describes another root or resolution.
         """
-        said = pin_dataset(self.root_path, self.resolution)
+        instance = context.instance
+        if instance is None or instance.is_ephemeral:
+            return  # a run on no persistent instance (a test's, a script's) describes nothing
+        path = instance_settings_path(instance.root_directory)
+        said = pin_dataset(self.root_path, self.resolution, path)
         if said is not None and context.log is not None:
             context.log.info(said)
 

@@ -96,14 +96,22 @@ def apply_settings(section: str, model: type[pydantic.BaseModel]) -> None:
     model.model_rebuild(force=True)
 
 
-def pin_dataset(root: Path, resolution: int) -> str | None:
+def instance_settings_path(root_directory: str | None) -> Path | None:
+    """The settings file of an instance whose folder is ``root_directory`` (None: ephemeral)."""
+    if os.environ.get("FFHQ_SETTINGS"):
+        return Path(os.environ["FFHQ_SETTINGS"]).expanduser()
+    return None if root_directory is None else Path(root_directory) / FILE_NAME
+
+
+def pin_dataset(root: Path, resolution: int, path: Path | None = None) -> str | None:
     """Tie the instance to one dataset: ``[dataset]`` root and resolution in its settings file.
 
     An instance's runs, check results and the nightly backfill's "missing" describe one copy
     of the dataset at one resolution. The first build or step writes the root (absolute) and
     resolution it uses into the settings file when the file does not set them, so later
-    launches (the UI's, backfills, builds without ``--root``) take them as defaults. Without a
-    settings file location (no ``$DAGSTER_HOME``, no ``$FFHQ_SETTINGS``) nothing is tied.
+    launches (the UI's, backfills, builds without ``--root``) take them as defaults. ``path``
+    is the settings file (default: :func:`settings_path`); without one (an ephemeral instance)
+    nothing is tied.
 
     Returns:
         A line saying what was written, or None when nothing had to be.
@@ -112,7 +120,7 @@ def pin_dataset(root: Path, resolution: int) -> str | None:
         SettingsError: the file ties the instance to another root or resolution; the message
             names both and what to do.
     """
-    path = settings_path()
+    path = path or settings_path()
     if path is None:
         return None
     root = root.expanduser().resolve()

@@ -35,6 +35,9 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # `ffhq-aging`'s main() sets a default DAGSTER_HOME (./.dagster_home) in the process it runs
+    # in; a test that calls it must not leave that instance to the tests after it.
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
 
 @pytest.fixture

@@ -80,6 +80,9 @@ class FakeDrive:
         self.stall_seconds = 3.0
         self.trickle_seconds = 0.5
         self.fault_limit_seconds = 60.0
+        # When set, each connection sends a file's bytes at most this fast (Drive's per-download
+        # pace), in 64 KiB pieces.
+        self.bytes_per_second: float | None = None
         self.stopping = threading.Event()
         self._uuids: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -244,6 +247,23 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 self.close_connection = True
+            elif drive.bytes_per_second:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Disposition", f'attachment; filename="{f.name}"')
+                self.end_headers()
+                start = time.monotonic()
+                piece = 64 * 1024
+                try:
+                    for at in range(0, len(data), piece):
+                        ahead = start + at / drive.bytes_per_second - time.monotonic()
+                        if ahead > 0 and not self._wait(ahead):
+                            self.close_connection = True
+                            return
+                        self.wfile.write(data[at : at + piece])
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
             else:
                 self._send(
                     200,

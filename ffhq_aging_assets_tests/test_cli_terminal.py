@@ -112,6 +112,14 @@ def test_a_terminal_shows_chunk_lines_and_a_live_step_line_and_the_ui_can_reexec
     assert events.count("STEP_SUCCESS") >= 5 and "RUN_SUCCESS" in events
     assert f"{LIMIT}/{LIMIT} images" in events
 
+    # `status` reads the same facts back from the instance.
+    status_out = cli(["status"], tmp_path, dagster_home)
+    assert status_out.returncode == 0, status_out.stdout + status_out.stderr
+    assert re.search(
+        r"^chunk 00000: 6/6 assets materialized; checks: \d+ passed$", status_out.stdout, re.M
+    ), status_out.stdout
+    assert "FAILED" not in status_out.stdout
+
     verbose = cli(
         ["build", "--select", "ffhq_metadata_json", "--verbose", *source_args(served)],
         tmp_path,

@@ -75,8 +75,10 @@ def test_executor_is_chosen_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert executor_from_env() is dg.multiprocess_executor
     monkeypatch.setenv("FFHQ_EXECUTOR", "celery")
     assert executor_from_env().name == "celery"
+    monkeypatch.setenv("FFHQ_EXECUTOR", "in_process")
+    assert executor_from_env() is dg.in_process_executor
     monkeypatch.setenv("FFHQ_EXECUTOR", "k8s")
-    with pytest.raises(ValueError, match="FFHQ_EXECUTOR='k8s': expected one of multiprocess"):
+    with pytest.raises(ValueError, match="'k8s': expected one of multiprocess, in_process, celery"):
         executor_from_env()
 
 

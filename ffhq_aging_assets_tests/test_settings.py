@@ -172,22 +172,29 @@ def test_an_instance_without_settings_gets_a_file_and_a_step_with_another_root_f
     from ffhq_aging_assets.resources import DatasetResource
 
     monkeypatch.delenv("FFHQ_SETTINGS", raising=False)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
 
     @dg.asset
     def probe(dataset: DatasetResource) -> str:
         return str(dataset.layout.root)
 
+    # A run on an ephemeral instance (a script's) describes no dataset: nothing is written.
+    dg.materialize([probe], resources={"dataset": DatasetResource(root=str(tmp_path / "x"))})
+    assert not (home / "ffhq-aging.toml").exists()
+    instance = dg.DagsterInstance.from_config(str(home))
     first = dg.materialize(
-        [probe], resources={"dataset": DatasetResource(root=str(tmp_path / "a"))}
+        [probe], resources={"dataset": DatasetResource(root=str(tmp_path / "a"))}, instance=instance
     )
     assert first.output_for_node("probe") == str(tmp_path / "a")
-    assert read_settings(tmp_path / "home" / "ffhq-aging.toml") == {
+    assert read_settings(home / "ffhq-aging.toml") == {
         "dataset": {"root": str(tmp_path / "a"), "resolution": 256}
     }
     other = dg.materialize(
         [probe],
         resources={"dataset": DatasetResource(root=str(tmp_path / "b"))},
+        instance=instance,
         raise_on_error=False,
     )
     assert not other.success
