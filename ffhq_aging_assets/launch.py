@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 LOCATION = "ffhq_aging_assets.definitions"
 POLL_SECONDS = 0.5
+# The code server stops itself this long after the build's last heartbeat...
+SERVER_HEARTBEAT_SECONDS = 45
+# ... and the build waits this long for it to end after asking it to.
+SERVER_STOP_SECONDS = 60
 
 
 @dataclass
@@ -253,19 +257,50 @@ class Launcher:
 def launcher(instance: dg.DagsterInstance) -> Iterator[Launcher]:
     """The project loaded as a code location in a code server; stopped on leaving.
 
+    Leaving waits for the code server to end (it ends once the runs it started have ended and
+    it has recorded so), for at most ``SERVER_STOP_SECONDS``, then stops it: a server left
+    behind would outlive the build and the storage it reports to.
+
     Raises:
         RuntimeError: the code location failed to load; the message holds its error.
     """
+    from dagster._core.remote_representation.grpc_server_registry import GrpcServerRegistry
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._grpc.constants import GrpcServerCommand
 
     target = ModuleTarget(LOCATION, None, os.getcwd(), LOCATION)
-    with WorkspaceProcessContext(instance, target) as context:
-        entry = context.create_request_context().get_location_entry(LOCATION)
-        if entry is None or entry.code_location is None:
-            error = entry.load_error.to_string() if entry and entry.load_error else "not loaded"
-            raise RuntimeError(f"the project's code location failed to load: {error}")
-        yield Launcher(instance, context)
+    registry = GrpcServerRegistry(
+        instance_ref=instance.get_ref(),
+        server_command=GrpcServerCommand.API_GRPC,
+        heartbeat_ttl=SERVER_HEARTBEAT_SECONDS,
+        startup_timeout=instance.code_server_process_startup_timeout,
+        wait_for_processes_on_shutdown=False,
+    )
+    try:
+        with registry:
+            context = WorkspaceProcessContext(instance, target, grpc_server_registry=registry)
+            with context:
+                entry = context.create_request_context().get_location_entry(LOCATION)
+                if entry is None or entry.code_location is None:
+                    error = entry.load_error.to_string() if entry and entry.load_error else "-"
+                    raise RuntimeError(f"the project's code location failed to load: {error}")
+                yield Launcher(instance, context)
+    finally:
+        _stop_servers(registry)
+
+
+def _stop_servers(registry: Any) -> None:
+    """Wait for the registry's code servers to end; stop any still there after the grace."""
+    import subprocess
+
+    for process in list(getattr(registry, "_all_processes", [])):
+        server = process.server_process
+        try:
+            server.wait(timeout=SERVER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @contextmanager
