@@ -92,16 +92,22 @@ def test_a_terminal_shows_chunk_lines_and_a_live_step_line_and_the_ui_can_reexec
     assert status == 0, tty + err
 
     # The live line: the chunk, the running step and its own report (images done, rate, ETA).
-    live = re.findall(r"\r\x1b\[K(\[1/1\] chunk 00000 \d+ s · [^\r\n]*)", tty)
-    assert any("aligned_images: started" in line for line in live), live
-    reports = [line for line in live if re.search(r"aligned_images: \d+/8 images", line)]
-    assert reports and "img/s, ETA" in reports[-1], live
-    assert any("segmentation_masks: " in line for line in live), live
+    live = re.findall(r"\r\x1b\[K(chunk 00000 \d+ s · [^\r\n]*)", tty)
+    said = sorted({line.split(" · ", 1)[1] for line in live})
+    assert "aligned_images: started" in said, said
+    reports = [line for line in said if re.search(r"aligned_images: \d+/8 images", line)]
+    assert reports and "img/s, ETA" in reports[-1], said
+    assert any(line.startswith("segmentation_masks: ") for line in said), said
     shown = lines_on_screen(tty)
     assert shown[0].startswith(f"DAGSTER_HOME={dagster_home}; root ")
     log = Path(re.search(r"Dagster's event stream: (\S+) \(--verbose", tty).group(1))
     assert log.parent == dagster_home / "logs"
-    assert [re.sub(r" (in |\(run ).*", "", line) for line in shown[2:]] == [
+    assert shown[1] == (
+        f"this instance now describes the dataset at {tmp_path / 'out'} at 64 px "
+        f"({dagster_home / 'ffhq-aging.toml'})"
+    )
+    assert shown[2].startswith("Dagster's event stream: ")
+    assert [re.sub(r" (in |\(run ).*", "", line) for line in shown[3:]] == [
         "shared_inputs done",
         "[1/1] chunk 00000: ok",
         "products done",

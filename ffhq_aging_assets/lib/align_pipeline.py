@@ -65,14 +65,17 @@ class _Progress:
     def __init__(self, total: int, report: ChunkReport, say: Callable[[str], None], every: float):
         self.total, self.report, self.say, self.every = total, report, say, every
         self.start = self.last = time.monotonic()
+        self.reported = False
 
     def tick(self, final: bool = False) -> None:
+        """Report after the first image, then every ``every`` seconds, and at the end."""
         now = time.monotonic()
-        if not final and now - self.last < self.every:
-            return
-        self.last = now
         r = self.report
         done = r.aligned + r.skipped + len(r.failed)
+        first = done > 0 and not self.reported
+        if not final and not first and now - self.last < self.every:
+            return
+        self.last, self.reported = now, True
         rate = r.aligned / max(now - self.start, 1e-9)
         left = self.total - done
         eta = f"{left / rate:.0f} s" if rate > 0 and left else "-"

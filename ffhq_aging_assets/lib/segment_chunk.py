@@ -163,10 +163,11 @@ def segment_chunk(
         write_precision_record(record_path, record)
         prepared = time.perf_counter() - start
 
-        reported = [0.0]
+        reported = [-PROGRESS_SECONDS]
 
         def progress(written: int, elapsed: float) -> None:
-            # At most one line every PROGRESS_SECONDS, and the last: each is an event to store.
+            # The first line, then at most one every PROGRESS_SECONDS and the last: each is an
+            # event the instance stores.
             if written < len(todo) and elapsed - reported[0] < PROGRESS_SECONDS:
                 return
             reported[0] = elapsed
