@@ -10,9 +10,10 @@ Both serve synthetic chunks from the tests' fake Google Drive on loopback and ru
 
 ``overhead``: one chunk of ``--photos`` photos, every asset (fast alignment at 256, CPU
 segmentation, a checkpoint in the published format), once per executor (``FFHQ_EXECUTOR``).
-From the instance it reads, per run: the run's wall time (started to ended), the sum of its
-steps' spans (each step's STEP_START to its end: the work, resources included) and the
-difference, the cost outside the steps (processes starting, code loading, event handling).
+From the instance it reads, per run: the seconds from its launch to its end (the run worker's
+start included), the run's wall time (started to ended), the sum of its steps' spans (each
+step's STEP_START to its end: the work, resources included) and the difference, the cost
+outside the steps (processes starting, code loading, event handling).
 
 ``parallel``: ``--chunks`` chunks of ``--photos`` photos, each connection of the fake Drive
 limited to ``--rate`` MB/s, download and alignment only (metadata, alignments,
@@ -88,14 +89,16 @@ def overhead(args: argparse.Namespace, served, weights: Path, work: Path) -> Non
                 run = record.dagster_run
                 steps = step_seconds(instance, run.run_id)
                 total = (record.end_time or 0) - (record.start_time or 0)
+                launched = (record.end_time or 0) - record.create_timestamp.timestamp()
                 label = run.job_name + (
                     f" {run.tags['dagster/partition']}" if "dagster/partition" in run.tags else ""
                 )
-                rows.append((label, total, sum(steps.values()), len(steps)))
+                rows.append((label, launched, total, sum(steps.values()), len(steps)))
         print(f"\n{executor}: build {wall:.1f} s")
-        print(f"  {'run':<16} {'wall s':>7} {'steps s':>8} {'outside s':>10} steps")
-        for label, total, work_s, count in rows:
-            print(f"  {label:<16} {total:7.1f} {work_s:8.1f} {total - work_s:10.1f} {count:5d}")
+        print(f"  {'run':<16} {'launched s':>10} {'wall s':>7} {'steps s':>8} {'outside s':>10}")
+        for label, launched, total, work_s, _ in rows:
+            outside = total - work_s
+            print(f"  {label:<16} {launched:10.1f} {total:7.1f} {work_s:8.1f} {outside:10.1f}")
 
 
 def parallel(args: argparse.Namespace, served, weights: Path, work: Path) -> None:

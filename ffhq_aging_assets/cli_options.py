@@ -266,10 +266,22 @@ def default_jobs() -> int:
     Each chunk's alignment already uses every core, so more chunks at once mostly buy overlap:
     downloads and GPU work of one chunk while another aligns.
     """
-    import torch
+    return min(4, 1 + (os.cpu_count() or 1) // 8 + gpu_count())
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return min(4, 1 + (os.cpu_count() or 1) // 8 + gpus)
+
+def gpu_count() -> int:
+    """NVIDIA GPUs this process may use: ``CUDA_VISIBLE_DEVICES``'s, else the driver's list.
+
+    Counted without loading CUDA (the command line does not import torch).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+        return len(devices[: devices.index("-1")] if "-1" in devices else devices)
+    try:
+        return sum(1 for _ in Path("/proc/driver/nvidia/gpus").iterdir())
+    except OSError:
+        return 0
 
 
 def _partitions(text: str) -> list[str]:

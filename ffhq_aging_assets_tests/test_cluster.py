@@ -72,13 +72,13 @@ def postgres_url() -> Iterator[str]:
 
 def test_executor_is_chosen_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FFHQ_EXECUTOR", raising=False)
-    assert executor_from_env() is dg.multiprocess_executor
+    assert executor_from_env() is dg.in_process_executor
     monkeypatch.setenv("FFHQ_EXECUTOR", "celery")
     assert executor_from_env().name == "celery"
-    monkeypatch.setenv("FFHQ_EXECUTOR", "in_process")
-    assert executor_from_env() is dg.in_process_executor
+    monkeypatch.setenv("FFHQ_EXECUTOR", "multiprocess")
+    assert executor_from_env() is dg.multiprocess_executor
     monkeypatch.setenv("FFHQ_EXECUTOR", "k8s")
-    with pytest.raises(ValueError, match="'k8s': expected one of multiprocess, in_process, celery"):
+    with pytest.raises(ValueError, match="'k8s': expected one of in_process, multiprocess, celery"):
         executor_from_env()
 
 
