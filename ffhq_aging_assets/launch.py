@@ -179,29 +179,6 @@ class Launcher:
         self.instance.launch_run(run.run_id, request)
         return run.run_id
 
-    def wait(
-        self,
-        run_id: str,
-        live: Callable[[RunWatch], None] | None = None,
-    ) -> tuple[dg.DagsterRun, RunWatch]:
-        """Follow a run until it ends, calling ``live`` after each read of its events.
-
-        On Ctrl-C the run is terminated (its processes stopped) before the interrupt goes on.
-        """
-        watch = RunWatch(run_id)
-        try:
-            while True:
-                run = self.instance.get_run_by_id(run_id)
-                watch.read(self.instance)
-                if run is not None and run.is_finished:
-                    return run, watch
-                if live is not None:
-                    live(watch)
-                time.sleep(POLL_SECONDS)
-        except KeyboardInterrupt:
-            self.instance.run_launcher.terminate(run_id)
-            raise
-
     def run_all(
         self,
         launches: Iterable[tuple[str, Callable[[], str]]],
@@ -249,8 +226,17 @@ class Launcher:
         assets: Set[dg.AssetKey],
         live: Callable[[RunWatch], None] | None = None,
     ) -> tuple[dg.DagsterRun, RunWatch]:
-        """Launch a run and follow it to its end."""
-        return self.wait(self.launch(job_name, run_config, tags, assets), live)
+        """Launch a run and follow it to its end (``run_all`` with one run)."""
+
+        def start() -> str:
+            return self.launch(job_name, run_config, tags, assets)
+
+        def show(flying: dict[str, tuple[float, RunWatch]]) -> None:
+            if live is not None:
+                live(flying[job_name][1])
+
+        ((_, _, run, watch),) = list(self.run_all([(job_name, start)], 1, show))
+        return run, watch
 
 
 @contextmanager
