@@ -2,12 +2,21 @@
 
 Usage:
     python -m benchmarks.align frames [--repeats 2]
+    python -m benchmarks.align edges [--repeats 2]
     python -m benchmarks.align chunk [--images 100] [--threads 8] [--processes 0] [--size 1600x1200]
 
 ``frames``: synthetic photos of 2400x1800 and 4000x3000 with the face centred, at a border
 and close up; each mode aligns each (already decoded) frame at 256 and 1024, ``--repeats``
 times, alternating modes; reports median seconds, the reference/fast ratio and fast mode's PSNR
 against the reference.
+
+``edges``: reference mode on faces near a frame edge, where the blur-pad step runs, before and
+after its exact speed-ups: the whole-frame shrink then the cut (``previous_shrunk_crop``) and
+the published blur-pad (the tests' oracle, ``published_blur_pad``) against ``_shrunk_crop`` and
+the banded ``_blur_pad``; each step alone and the whole ``align_face``, side by side in one
+process, ``--repeats`` times with the order alternated. Reports median seconds, the ratios,
+NumPy's peak memory during one blur-pad of each (tracemalloc), and checks that both give the
+same bytes.
 
 ``chunk``: serves ``--images`` synthetic photos from the tests' fake Google Drive on loopback
 and runs the chunk pipeline (download threads, verification, pixel md5, alignment processes,
@@ -24,23 +33,37 @@ import statistics
 import tempfile
 import threading
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
+import PIL.Image
 
-from ffhq_aging_assets.lib.align import align_face
+from ffhq_aging_assets.lib import align
+from ffhq_aging_assets.lib.align import align_face, crop_geometry
 from ffhq_aging_assets_tests.synthetic import face_template, synthetic_photo
 
 KINDS = {"centre": 0.25, "border": 0.22, "closeup": 0.6}
+# Faces near an edge: near the top-left corner, cut by the left edge, or filling the frame.
+EDGE_CASES = (
+    (1600, 1200, "border"),
+    (1600, 1200, "cut"),
+    (2400, 1800, "border"),
+    (4000, 3000, "border"),
+    (6000, 4000, "border"),
+    (2400, 1800, "closeup"),
+    (4000, 3000, "closeup"),
+)
 
 
 def frame(width: int, height: int, kind: str, seed: int = 1):
-    size = KINDS[kind] * min(width, height)
-    origin = (
-        (0.02 * width, 0.03 * height)
-        if kind == "border"
-        else (width / 2 - size / 2, height / 2 - size / 2)
-    )
+    size = {**KINDS, "cut": 0.3}[kind] * min(width, height)
+    origin = {
+        "border": (0.02 * width, 0.03 * height),
+        "cut": (-0.15 * size, height / 2 - size / 2),
+    }.get(kind, (width / 2 - size / 2, height / 2 - size / 2))
     lm = face_template() * size + origin
     img = synthetic_photo(width, height, lm, seed=seed)
     img.load()
@@ -76,6 +99,90 @@ def frames(repeats: int) -> None:
                 )
     for res, values in ratios.items():
         print(f"median ratio at {res}: {statistics.median(values):.1f}x (min {min(values):.1f}x)")
+
+
+def previous_shrunk_crop(img, shrink: int, crop):
+    """Reference mode's shrink and crop before ``_shrunk_crop``: the whole frame, then the cut."""
+    size = (int(np.rint(img.size[0] / shrink)), int(np.rint(img.size[1] / shrink)))
+    img = img.resize(size, PIL.Image.Resampling.LANCZOS)
+    return img if crop is None else img.crop(crop)
+
+
+def numpy_peak_mb(call, *args) -> float:
+    tracemalloc.start()
+    try:
+        call(*args)
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def edges(repeats: int) -> None:
+    from ffhq_aging_assets_tests.published_align import published_blur_pad
+
+    variants: dict[str, dict[str, Callable[..., PIL.Image.Image]]] = {
+        "before": {"_shrunk_crop": previous_shrunk_crop, "_blur_pad": published_blur_pad},
+        "after": {"_shrunk_crop": align._shrunk_crop, "_blur_pad": align._blur_pad},
+    }
+    print(
+        "| frame | face | R | shrink | padded frame | pad | blur radius | banded % | shrink s "
+        "before / after | blur-pad s before / after | ratio | blur-pad peak MB before / after "
+        "| align_face s before / after | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for width, height, kind in EDGE_CASES:
+        img, lm = frame(width, height, kind)
+        for res in (256, 1024):
+            geo = crop_geometry(lm, img.size[0], img.size[1], res)
+            assert geo.blur_pad, (width, height, kind, res)
+            qsize = geo.qsize / geo.shrink
+            times: dict[str, dict[str, list[float]]] = {
+                name: {"shrink": [], "blur": [], "whole": []} for name in variants
+            }
+            outs: dict[str, dict[str, np.ndarray]] = {name: {} for name in variants}
+            for r in range(repeats):
+                for name in variants if r % 2 == 0 else reversed(variants):
+                    steps = variants[name]
+                    t = time.perf_counter()
+                    if geo.shrink > 1:
+                        framed = steps["_shrunk_crop"](img, geo.shrink, geo.crop)
+                    else:
+                        framed = img if geo.crop is None else img.crop(geo.crop)
+                    times[name]["shrink"].append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    outs[name]["blur"] = np.asarray(steps["_blur_pad"](framed, geo.pad, qsize))
+                    times[name]["blur"].append(time.perf_counter() - t)
+                    with (
+                        mock.patch.object(align, "_shrunk_crop", steps["_shrunk_crop"]),
+                        mock.patch.object(align, "_blur_pad", steps["_blur_pad"]),
+                    ):
+                        t = time.perf_counter()
+                        outs[name]["whole"] = np.asarray(align_face(img, lm, res))
+                        times[name]["whole"].append(time.perf_counter() - t)
+            for what in ("blur", "whole"):
+                assert np.array_equal(outs["before"][what], outs["after"][what]), what
+            peak = {
+                name: numpy_peak_mb(steps["_blur_pad"], framed, geo.pad, qsize)
+                for name, steps in variants.items()
+            }
+            med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
+            before, after = med["before"], med["after"]
+            h, w = outs["after"]["blur"].shape[:2]
+            pad = geo.pad
+            left, right = align._blended_edges(align._mask_term(w, pad[0], pad[2]))
+            top, bottom = align._blended_edges(align._mask_term(h, pad[1], pad[3]))
+            banded = 1 - max(w - left - right, 0) * max(h - top - bottom, 0) / (w * h)
+            shrink = f"{before['shrink']:.3f} / {after['shrink']:.3f}" if geo.shrink > 1 else "-"
+            print(
+                f"| {width}x{height} | {kind} | {res} | {geo.shrink} | {w}x{h} | {pad} | "
+                f"{int(4 * qsize * 0.02 + 0.5)} | {100 * banded:.0f} | {shrink} | "
+                f"{before['blur']:.3f} / {after['blur']:.3f} | "
+                f"{before['blur'] / after['blur']:.2f}x | "
+                f"{peak['before']:.0f} / {peak['after']:.0f} | "
+                f"{before['whole']:.3f} / {after['whole']:.3f} | "
+                f"{before['whole'] / after['whole']:.2f}x |",
+                flush=True,
+            )
 
 
 class PeakRSS:
@@ -173,6 +280,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     f = sub.add_parser("frames")
     f.add_argument("--repeats", type=int, default=2)
+    e = sub.add_parser("edges")
+    e.add_argument("--repeats", type=int, default=2)
     c = sub.add_parser("chunk")
     c.add_argument("--images", type=int, default=100)
     c.add_argument("--threads", type=int, default=8)
@@ -181,6 +290,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "frames":
         frames(args.repeats)
+    elif args.what == "edges":
+        edges(args.repeats)
     else:
         chunk(args.images, args.threads, args.processes, args.size)
 

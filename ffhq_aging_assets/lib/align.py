@@ -2,7 +2,9 @@
 
 ``mode="reference"`` follows the 2020 method step by step (DESIGN.md, "Alignment") and
 reproduces its outputs byte for byte, including the float32 arithmetic of its blur-pad step as
-NumPy 1.x computed it. ``mode="fast"`` computes the same crop at the scale the output needs.
+NumPy 1.x computed it; it computes the shrink only for the crop and the blur-pad only in the
+edge bands where it changes pixels, with the published arithmetic in both. ``mode="fast"``
+computes the same crop at the scale the output needs.
 
 One module on purpose, although over 300 lines: the fast mode is the published steps rescaled,
 built from the same border, crop-box, pad and quad-sampling helpers and held to the reference
@@ -180,28 +182,159 @@ def crop_geometry(landmarks: np.ndarray, width: int, height: int, resolution: in
     )
 
 
+def _mask_term(n: int, before: int, after: int) -> np.ndarray:
+    """One axis's term of the published pad mask: ``1 - min(i / before, (n - 1 - i) / after)``.
+
+    The mask is the larger of the two axes' terms at each pixel. float32 divisors: NumPy 1.x
+    divided by the int pad values in float32, and the published images were made that way;
+    NumPy 2 would promote to float64.
+    """
+    i = np.arange(n)
+    return np.float32(1.0) - np.minimum(
+        np.float32(i) / np.float32(before), np.float32(n - 1 - i) / np.float32(after)
+    )
+
+
+def _blur_weight(mask: np.ndarray) -> np.ndarray:
+    return np.clip(mask * np.float32(3.0) + np.float32(1.0), np.float32(0.0), np.float32(1.0))
+
+
+def _blended_edges(term: np.ndarray) -> tuple[int, int]:
+    """How many leading and trailing lines of one axis have a non-zero blur weight.
+
+    The weight is zero on one run in the middle (``term`` falls, then rises, and the float32
+    steps from it to the weight keep that order), or nowhere: then every line counts as leading.
+    """
+    zero = np.flatnonzero(_blur_weight(term) == 0)
+    if zero.size == 0:
+        return term.size, 0
+    return int(zero[0]), term.size - 1 - int(zero[-1])
+
+
+def _gaussian_block(
+    u8: np.ndarray, rows: slice, cols: slice, sigma: float, copied: np.ndarray
+) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(float32(u8), [sigma, sigma, 0])[rows, cols]``, exactly.
+
+    SciPy filters axis 0, then axis 1, each pass summing in double and storing float32, and
+    each output from the ``2 * radius + 1`` inputs around it on its axis, reflected at the
+    array's edges. A block widened by the radius, or cut at the array's edge (where it reflects
+    the same way), gives every output in ``rows, cols`` the same inputs, in the same order.
+    Column ``c`` of ``u8`` is a copy of column ``copied[c]`` (reflect-padding copies whole
+    columns), so the first pass, down the columns, runs once per distinct column.
+    """
+    radius = int(4.0 * sigma + 0.5)  # SciPy's default truncate=4.0, as in the 2020 script
+    h, w = u8.shape[:2]
+    r0, c0 = max(rows.start - radius, 0), max(cols.start - radius, 0)
+    distinct, copies = np.unique(copied[c0 : min(cols.stop + radius, w)], return_inverse=True)
+    first = scipy.ndimage.gaussian_filter1d(
+        u8[r0 : min(rows.stop + radius, h), distinct],
+        sigma,
+        axis=0,
+        output=np.float32,
+        radius=radius,
+    )
+    second = scipy.ndimage.gaussian_filter1d(
+        first[rows.start - r0 : rows.stop - r0, copies],
+        sigma,
+        axis=1,
+        output=np.float32,
+        radius=radius,
+    )
+    return second[:, cols.start - c0 : cols.stop - c0]
+
+
+def _median(interior: np.ndarray, blended: list[np.ndarray]) -> np.ndarray:
+    """``np.median(frame, axis=(0, 1))``, the same float32, by selection.
+
+    ``frame`` holds ``interior`` pixels that kept their uint8 values and ``blended`` (float32)
+    ones elsewhere. Interior pixels are counted per level; the k-th smallest value lies in the
+    unit interval ``[v, v + 1)`` where the running count of both kinds passes k, and sorted,
+    that interval holds the interior pixels equal to v, then its blended values in order. The
+    middle one or two values are averaged by ``np.mean`` as ``np.median`` does.
+    """
+    values = np.concatenate([a.reshape(-1, 3).T for a in blended], axis=1)
+    low, high = min(int(np.floor(values.min())), 0), max(int(np.floor(values.max())), 255)
+    n = interior.shape[0] * interior.shape[1] + values.shape[1]
+    ranks = [n // 2 - 1, n // 2] if n % 2 == 0 else [n // 2]
+    middle = np.empty((3, len(ranks)), np.float32)
+    for c in range(3):
+        counts = np.bincount(interior[..., c].ravel(), minlength=256)
+        levels = np.floor(values[c])
+        running = np.bincount((levels - low).astype(np.intp), minlength=high - low + 1)
+        running[-low : 256 - low] += counts
+        running = np.cumsum(running)
+        inside: dict[int, np.ndarray] = {}
+        for i, k in enumerate(ranks):
+            b = int(np.searchsorted(running, k, side="right"))
+            j = k - (int(running[b - 1]) if b else 0)
+            level = b + low
+            ties = int(counts[level]) if 0 <= level < 256 else 0
+            if j < ties:
+                middle[c, i] = level
+                continue
+            if level not in inside:
+                inside[level] = values[c][levels == level]
+            middle[c, i] = np.partition(inside[level], j - ties)[j - ties]
+    return np.mean(middle, axis=-1)
+
+
+def _blur_pad_bands(
+    u8: np.ndarray, pad: tuple[int, int, int, int], qsize: float
+) -> list[tuple[slice, slice, np.ndarray]]:
+    """The published blur-pad's float32 values, computed only where they change pixels.
+
+    ``u8`` is the reflect-padded frame. The blur weight ``clip(3m + 1)`` is zero more than 4/3
+    of a pad width inside its edges, and the median weight ``clip(m)`` with it, so there the
+    published arithmetic leaves every value as it was; only the edge bands are filtered
+    (:func:`_gaussian_block`) and blended, and the median of the whole frame comes from the
+    bands' values and the interior's counts (:func:`_median`). Returns (rows, cols, values)
+    per band; the bands do not overlap.
+    """
+    h, w, _ = u8.shape
+    across, down = _mask_term(w, pad[0], pad[2]), _mask_term(h, pad[1], pad[3])
+    left, right = _blended_edges(across)
+    top, bottom = _blended_edges(down)
+    middle = slice(top, h - bottom)
+    bands = [
+        (slice(0, top), slice(0, w)),
+        (slice(h - bottom, h), slice(0, w)),
+        (middle, slice(0, left)),
+        (middle, slice(w - right, w)),
+    ]
+    bands = [(r, c) for r, c in bands if r.stop > r.start and c.stop > c.start]
+    blur = qsize * 0.02
+    copied = pad[0] + np.pad(np.arange(w - pad[0] - pad[2]), (pad[0], pad[2]), "reflect")
+    masks, blended = [], []
+    for rows, cols in bands:
+        m = np.maximum(across[None, cols, None], down[rows, None, None])
+        a = np.float32(u8[rows, cols])
+        a += (_gaussian_block(u8, rows, cols, blur, copied) - a) * _blur_weight(m)
+        masks.append(m)
+        blended.append(a)
+    median = _median(u8[middle, left : w - right], blended)
+    for a, m in zip(blended, masks, strict=True):
+        a += (median - a) * np.clip(m, np.float32(0.0), np.float32(1.0))
+    return [(rows, cols, a) for (rows, cols), a in zip(bands, blended, strict=True)]
+
+
 def _blur_pad(
     img: PIL.Image.Image, pad: tuple[int, int, int, int], qsize: float
 ) -> PIL.Image.Image:
-    """Reflect-pad, then blend the padding towards a blur and the median colour (float32)."""
-    arr = np.pad(
-        np.asarray(img, dtype=np.float32), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect"
-    )
-    h, w, _ = arr.shape
-    y, x, _ = np.ogrid[:h, :w, :1]
-    # float32 divisors: NumPy 1.x divided by the int pad values in float32, and the published
-    # images were made that way; NumPy 2 would promote to float64.
-    p = [np.float32(v) for v in pad]
-    mask = np.maximum(
-        np.float32(1.0) - np.minimum(np.float32(x) / p[0], np.float32(w - 1 - x) / p[2]),
-        np.float32(1.0) - np.minimum(np.float32(y) / p[1], np.float32(h - 1 - y) / p[3]),
-    )
-    blur = qsize * 0.02
-    arr += (scipy.ndimage.gaussian_filter(arr, [blur, blur, 0]) - arr) * np.clip(
-        mask * np.float32(3.0) + np.float32(1.0), np.float32(0.0), np.float32(1.0)
-    )
-    arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, np.float32(0.0), np.float32(1.0))
-    return PIL.Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")
+    """Reflect-pad, then blend the padding towards a blur and the median colour (float32).
+
+    Byte for byte the published computation (:func:`_blur_pad_bands`).
+
+    Raises:
+        ValueError: a zero pad, for which the published mask divides 0 by 0 (the blur-pad
+            step pads every side by at least ``rint(0.3 qsize)``, one pixel or more).
+    """
+    if min(pad) < 1:
+        raise ValueError(f"every pad must be at least 1 pixel, got {pad}")
+    u8 = np.pad(np.asarray(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+    for rows, cols, values in _blur_pad_bands(u8, pad, qsize):
+        u8[rows, cols] = np.uint8(np.clip(np.rint(values), 0, 255))
+    return PIL.Image.fromarray(u8, "RGB")
 
 
 def _blur_pad_fast(
@@ -277,6 +410,49 @@ def _blur_pad_fast(
     return PIL.Image.fromarray(u8, "RGB")
 
 
+def _shrunk_crop(
+    img: PIL.Image.Image, shrink: int, crop: tuple[int, int, int, int] | None
+) -> PIL.Image.Image:
+    """The published shrink cut to ``crop`` (None: all of it), computing little more than the cut.
+
+    The shrink is ``img.resize((rint(W / shrink), rint(H / shrink)), LANCZOS)``, which Pillow
+    computes horizontally, then vertically (the 2020 Pillow always; Pillow 13 turns the order
+    round for frames more than about twice as tall as wide, which changes pixels, so the two
+    passes run here one at a time). Each output's fixed-point coefficients depend only on its
+    centre, ``lo + (i + 0.5) * scale`` for a box from ``lo``, and on the frame's edges. Where an
+    axis divides by ``shrink`` the scale is that whole number, so a box from ``shrink * first``
+    gives every output of the cut the very centre it has in the whole shrunk frame; the
+    horizontal pass runs on the rows the vertical one reads, cut with a margin beyond the
+    Lanczos support (3 output pixels) so that no window is clipped by the cut. An axis that
+    does not divide is resampled whole and cut afterwards.
+    """
+    width, height = img.size
+    size = (int(np.rint(float(width) / shrink)), int(np.rint(float(height) / shrink)))
+    box = crop if crop is not None else (0, 0, *size)
+    spans = [
+        (lo, hi) if n == m * shrink else (0, m)
+        for n, m, lo, hi in ((width, size[0], box[0], box[2]), (height, size[1], box[1], box[3]))
+    ]
+    (x0, x1), (y0, y1) = spans
+    if height == size[1] * shrink:
+        top, bottom = max((y0 - 4) * shrink, 0), min((y1 + 4) * shrink, height)
+    else:
+        top, bottom = 0, height
+    rows = img.crop((0, top, width, bottom)) if (top, bottom) != (0, height) else img
+    across = rows.resize(
+        (x1 - x0, bottom - top),
+        PIL.Image.Resampling.LANCZOS,
+        box=(x0 * width / size[0], 0, x1 * width / size[0], bottom - top),
+    )
+    down = across.resize(
+        (x1 - x0, y1 - y0),
+        PIL.Image.Resampling.LANCZOS,
+        box=(0, y0 * height / size[1] - top, x1 - x0, y1 * height / size[1] - top),
+    )
+    cut = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+    return down if cut == (0, 0, *down.size) else down.crop(cut)
+
+
 def align_face(
     image: PIL.Image.Image, landmarks: np.ndarray, resolution: int, mode: Mode = "reference"
 ) -> PIL.Image.Image:
@@ -301,15 +477,12 @@ def align_face(
         return _align_fast(img, geo, resolution)
     quad, qsize = geo.quad.copy(), geo.qsize
     if geo.shrink > 1:
-        size = (
-            int(np.rint(float(img.size[0]) / geo.shrink)),
-            int(np.rint(float(img.size[1]) / geo.shrink)),
-        )
-        img = img.resize(size, PIL.Image.Resampling.LANCZOS)
+        img = _shrunk_crop(img, geo.shrink, geo.crop)
         quad /= geo.shrink
         qsize /= geo.shrink
-    if geo.crop is not None:
+    elif geo.crop is not None:
         img = img.crop(geo.crop)
+    if geo.crop is not None:
         quad -= geo.crop[0:2]
     if geo.blur_pad:
         img = _blur_pad(img, geo.pad, qsize)
