@@ -30,7 +30,7 @@ timeout 420 python3 -m benchmarks.segment chunk --work "$WORK" --device cuda --i
   --variants eager,eager-fp32,eager-fp32-nchw,eager-fp32-nchw-search,cold,warm,eager-fp32-search \
   --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
 if [ "${THROUGHPUT:-0}" = 1 ]; then
-  timeout 120 python3 -m benchmarks.segment throughput --device cuda --images 512 \
+  timeout 120 python3 -m benchmarks.segment throughput --device cuda --images 512 --rounds 1 \
     --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
     --variants eager-bf16:64,eager-fp32:64,compiled-bf16:64 \
     --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"

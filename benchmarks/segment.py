@@ -39,11 +39,15 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import copy
+import functools
 import json
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +111,9 @@ def throughput(args: argparse.Namespace) -> dict:
     }
     print(f"device {result['device']}, torch {torch.__version__}, {args.images} images", flush=True)
 
-    # The engine variants run first: the published loop and the reference switch TF32 off
-    # and on, and inductor's cache keys include those switches.
+    # The engines are prepared (and compiled) first: the published loop and the reference switch
+    # TF32 off and on, and inductor's cache keys include those switches. Each timed run of the
+    # published loop puts PyTorch's default back before the next engine run.
     probe = images[:4]
     engines = []
     for spec in args.variants.split(","):
@@ -126,16 +131,11 @@ def throughput(args: argparse.Namespace) -> dict:
         segment_images(engine, images[:batch], args.resolution, device, batch, **run)
         sync(device)
         first = time.perf_counter() - t
-        t = time.perf_counter()
-        masks = segment_images(engine, images, args.resolution, device, batch, **run)
-        sync(device)
-        rate = len(images) / (time.perf_counter() - t)
         logits = engine_logits(engine, probe, device, batch, precision)
         kind = f"{precision}, channels-last" if cuda else "fp32"
-        label = f"engine ({kind}, folded{', torch.compile' if compiled else ''})"
-        engines.append((label, batch, rate, first, masks, logits))
-        print(f"{label}, batch {batch}: {rate:.2f} img/s, first batch {first:.1f} s", flush=True)
-        del engine
+        label = f"engine ({kind}, folded{', torch.compile' if compiled else ''}), batch {batch}"
+        engines.append((label, batch, engine, run, first, logits))
+        print(f"{label}: prepared, first batch {first:.1f} s", flush=True)
 
     # Strict fp32 logits of the published model at 513 on a few faces: the logits reference.
     with torch.inference_mode(), strict_fp32():
@@ -152,31 +152,71 @@ def throughput(args: argparse.Namespace) -> dict:
     scale = float(np.abs(reference).max())
 
     pub_images = images[: args.published_images]
-    baseline = None
-    for strict in args.published_modes if cuda else (True,):
+
+    def published_run(strict: bool) -> np.ndarray:
         torch.backends.cudnn.allow_tf32 = not strict
-        published_loop(copy.deepcopy(model), pub_images[:1], args.resolution, str(device))
-        sync(device)
-        t = time.perf_counter()
-        masks = published_loop(copy.deepcopy(model), pub_images, args.resolution, str(device))
-        sync(device)
-        rate = len(pub_images) / (time.perf_counter() - t)
+        try:
+            return published_loop(copy.deepcopy(model), pub_images, args.resolution, str(device))
+        finally:
+            torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+
+    # Every variant once per round, the order reversed every other round, so that a machine
+    # whose speed drifts (other work on a shared VM) moves all of them alike: the ratios are
+    # taken from medians over the rounds.
+    timed: dict[str, tuple[int, Callable[[], np.ndarray], int]] = {}
+    for strict in args.published_modes if cuda else (True,):
         label = "published loop (batch 1, WS every forward, " + (
             "fp32)" if strict else "cuDNN default TF32)"
         )
-        if strict or baseline is None:
-            baseline = masks  # agreement is measured against strict fp32 where it ran
-        result["variants"].append({"variant": label, "batch": 1, "img_s": rate, "agreement": None})
-        print(f"{label}: {rate:.2f} img/s", flush=True)
-    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+        published_run(strict)  # warm-up
+        timed[label] = (1, functools.partial(published_run, strict), len(pub_images))
+    for label, batch, engine, run, _, _ in engines:
+        timed[label] = (
+            batch,
+            functools.partial(
+                segment_images, engine, images, args.resolution, device, batch, **run
+            ),
+            len(images),
+        )
+    rates: dict[str, list[float]] = {label: [] for label in timed}
+    masks_of: dict[str, np.ndarray] = {}
+    for r in range(args.rounds):
+        for label in list(timed) if r % 2 == 0 else reversed(list(timed)):
+            _, timed_call, count = timed[label]
+            sync(device)
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            t = time.perf_counter()
+            masks_of[label] = timed_call()
+            sync(device)
+            rates[label].append(count / (time.perf_counter() - t))
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            # Pages the process faulted in (fresh memory from the kernel) and kernel time.
+            faulted = (after.ru_minflt - before.ru_minflt) * resource.getpagesize() / 2**20
+            kernel = after.ru_stime - before.ru_stime
+            print(
+                f"round {r + 1}: {label}: {rates[label][-1]:.2f} img/s, "
+                f"{faulted / count:.0f} MB faulted in and {kernel / count:.2f} s in the kernel "
+                "per image",
+                flush=True,
+            )
+    published_labels = [label for label in timed if label.startswith("published")]
+    for label in published_labels:
+        rate = statistics.median(rates[label])
+        result["variants"].append(
+            {"variant": label, "batch": 1, "img_s": rate, "rounds": rates[label], "agreement": None}
+        )
     published_rate = max(v["img_s"] for v in result["variants"])
-    assert baseline is not None, "no published loop ran"
+    # Agreement is measured against strict fp32 where it ran.
+    baseline = masks_of[published_labels[-1]]
 
-    for label, batch, rate, first, masks, logits in engines:
+    for label, batch, _, _, first, logits in engines:
+        masks = masks_of[label]
+        rate = statistics.median(rates[label])
         row = {
             "variant": label,
             "batch": batch,
             "img_s": rate,
+            "rounds": rates[label],
             "vs_published": rate / published_rate,
             "first_batch_s": first,
             "agreement": float((masks[: len(baseline)] == baseline).mean()),
@@ -184,6 +224,12 @@ def throughput(args: argparse.Namespace) -> dict:
         }
         result["variants"].append(row)
         print(json.dumps(row), flush=True)
+    print()
+    print(f"medians of {args.rounds} round(s); per round, each engine against the best published:")
+    for label, *_ in engines:
+        best = [max(rates[p][r] for p in published_labels) for r in range(args.rounds)]
+        ratios = ", ".join(f"{e / b:.2f}x" for e, b in zip(rates[label], best, strict=True))
+        print(f"  {label}: {ratios}")
     print()
     print("| variant | batch | img/s | vs published | first batch s | agreement | logits err |")
     print("|---|---|---|---|---|---|---|")
@@ -342,7 +388,7 @@ def main() -> None:
     t.add_argument("--resolution", type=int, default=256)
     t.add_argument(
         "--variants",
-        default="eager-fp32:4",
+        default="eager-fp32:1",
         help="comma-separated MODE-PRECISION:BATCH, MODE eager|compiled, PRECISION bf16|fp32",
     )
     t.add_argument(
@@ -352,6 +398,9 @@ def main() -> None:
         help="on CUDA: tf32 (cuDNN's default), fp32 (strict) or both [tf32,fp32]",
     )
     t.add_argument("--cache", default=None, help="inductor cache folder for the compiled run")
+    t.add_argument(
+        "--rounds", type=int, default=3, help="timed runs of every variant, order alternated"
+    )
     t.add_argument("--json", default=None)
     c = sub.add_parser("chunk")
     c.add_argument("--work", required=True)

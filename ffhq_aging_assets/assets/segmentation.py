@@ -35,7 +35,7 @@ class SegmentConfig(dg.Config):
     """How `segmentation_masks` runs."""
 
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:N.")
-    batch_size: int = Field(default=0, ge=0, le=512, description="0: 32 on CUDA, 4 on CPU.")
+    batch_size: int = Field(default=0, ge=0, le=512, description="0: 32 on CUDA, 1 on CPU.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto",
         description="On CUDA: bf16 (autocast, fast), fp32 (strict IEEE fp32, the published "

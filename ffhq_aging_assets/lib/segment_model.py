@@ -22,7 +22,11 @@ from ffhq_aging_assets.lib.deeplab import fold_weight_standardization
 from ffhq_aging_assets.lib.segment_input import INPUT_SIZE, nearest_indices, normalize
 
 CUDA_BATCH = 32
-CPU_BATCH = 4
+# One face per pass on the CPU: a batch of 4 at 513 x 513 has activations over glibc's largest
+# mmap threshold (32 MB), so every pass maps and faults in fresh pages (about 350 MB a face,
+# a fifth of a second of kernel time) and the speed follows the VM's memory state; at 1 every
+# buffer is reused from the heap and the engine is faster (docs/benchmarks.md).
+CPU_BATCH = 1
 
 
 def resolve_device(name: str = "auto") -> torch.device:
