@@ -3,7 +3,7 @@
 Usage:
     python -m benchmarks.build_runs overhead [--photos 20] [--executors multiprocess,in_process]
     python -m benchmarks.build_runs parallel [--chunks 4] [--photos 50] [--rate 2]
-        [--jobs 1,4]
+        [--jobs 1,4] [--mode reference|fast] [--sizes 900-2600]
 
 Both serve synthetic chunks from the tests' fake Google Drive on loopback and run
 ``ffhq-aging build`` into a fresh instance and root per configuration.
@@ -17,8 +17,9 @@ outside the steps (processes starting, code loading, event handling).
 
 ``parallel``: ``--chunks`` chunks of ``--photos`` photos, each connection of the fake Drive
 limited to ``--rate`` MB/s, download and alignment only (metadata, alignments,
-aligned_images; reference mode), once per ``--jobs`` value; reports each build's wall time
-and the ratio to the first.
+aligned_images; ``--mode``), once per ``--jobs`` value; reports each build's wall time
+and the ratio to the first. Photos are 640 x 480 unless ``--sizes`` gives a range of sides
+(FFHQ's in-the-wild photos are 900-2600 px and several MB each).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from ffhq_aging_assets_tests.fake_drive import FakeDrive
 from ffhq_aging_assets_tests.fixtures import serve_synthetic
@@ -78,27 +80,44 @@ def build(
     return wall, home
 
 
+def print_runs(home: Path, started: float | None = None) -> None:
+    """Each run of the instance in ``home``: its launch to end, wall, steps' spans, the rest.
+
+    With ``started`` (the build's start, epoch seconds) also when each run was created.
+    """
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        rows = []
+        for record in sorted(instance.get_run_records(), key=lambda r: r.start_time or 0):
+            run = record.dagster_run
+            steps = step_seconds(instance, run.run_id)
+            total = (record.end_time or 0) - (record.start_time or 0)
+            created = record.create_timestamp.timestamp()
+            launched = (record.end_time or 0) - created
+            label = run.job_name + (
+                f" {run.tags['dagster/partition']}" if "dagster/partition" in run.tags else ""
+            )
+            at = created - started if started is not None else float("nan")
+            rows.append((label, at, launched, total, steps))
+    print(
+        f"  {'run':<16} {'created at s':>12} {'launched s':>10} {'wall s':>7} {'steps s':>8} "
+        f"{'outside s':>10}  steps"
+    )
+    for label, at, launched, total, steps in rows:
+        work_s = sum(steps.values())
+        spans = ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
+        print(
+            f"  {label:<16} {at:12.1f} {launched:10.1f} {total:7.1f} {work_s:8.1f} "
+            f"{total - work_s:10.1f}  {spans}"
+        )
+
+
 def overhead(args: argparse.Namespace, served, weights: Path, work: Path) -> None:
     for executor in args.executors.split(","):
         extra = ["--partitions", "00000", "--limit", str(args.photos), "--mode", "fast"]
         extra += ["--device", "cpu"]
         wall, home = build(executor, served, weights, work, extra, {"FFHQ_EXECUTOR": executor})
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            rows = []
-            for record in sorted(instance.get_run_records(), key=lambda r: r.start_time or 0):
-                run = record.dagster_run
-                steps = step_seconds(instance, run.run_id)
-                total = (record.end_time or 0) - (record.start_time or 0)
-                launched = (record.end_time or 0) - record.create_timestamp.timestamp()
-                label = run.job_name + (
-                    f" {run.tags['dagster/partition']}" if "dagster/partition" in run.tags else ""
-                )
-                rows.append((label, launched, total, sum(steps.values()), len(steps)))
         print(f"\n{executor}: build {wall:.1f} s")
-        print(f"  {'run':<16} {'launched s':>10} {'wall s':>7} {'steps s':>8} {'outside s':>10}")
-        for label, launched, total, work_s, _ in rows:
-            outside = total - work_s
-            print(f"  {label:<16} {launched:10.1f} {total:7.1f} {work_s:8.1f} {outside:10.1f}")
+        print_runs(home)
 
 
 def parallel(args: argparse.Namespace, served, weights: Path, work: Path) -> None:
@@ -107,6 +126,7 @@ def parallel(args: argparse.Namespace, served, weights: Path, work: Path) -> Non
     for jobs in args.jobs.split(","):
         extra = ["--partitions", chunks, "--limit", str(args.photos), "--jobs", jobs]
         extra += ["--select", "ffhq_metadata_json,image_metadata,alignments,aligned_images"]
+        extra += ["--mode", args.mode]
         wall, _ = build(f"jobs{jobs}", served, weights, work, extra, {})
         first = first or wall
         print(f"--jobs {jobs}: {wall:.1f} s, {first / wall:.2f}x --jobs {args.jobs.split(',')[0]}")
@@ -123,6 +143,13 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=50)
     p.add_argument("--rate", type=float, default=2.0, help="MB/s per connection")
     p.add_argument("--jobs", default="1,4")
+    p.add_argument("--mode", default="reference", choices=("reference", "fast"))
+    p.add_argument(
+        "--sizes",
+        default=None,
+        help="photo sides in pixels, MIN-MAX (each photo's width and height drawn from it); "
+        "default 640 x 480",
+    )
     args = parser.parse_args()
     chunks = getattr(args, "chunks", 1)
     drive = FakeDrive().start()
@@ -132,7 +159,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             work = Path(folder)
             photos = [c * 1000 + n for c in range(chunks) for n in range(args.photos)]
-            served = serve_synthetic(drive, work, 1000 * chunks, photos=photos)
+            sides = getattr(args, "sizes", None)
+
+            def size_of(n: int) -> tuple[int, int]:
+                if sides is None:
+                    return 640, 480
+                low, high = (int(v) for v in sides.split("-"))
+                rng = np.random.default_rng(n)
+                return int(rng.integers(low, high + 1)), int(rng.integers(low, high + 1))
+
+            served = serve_synthetic(drive, work, 1000 * chunks, photos=photos, size_of=size_of)
+            sizes = [len(f.data) for f in drive.files.values()]
+            print(f"photos of {sum(sizes) / len(sizes) / 1e6:.1f} MB on average")
             weights = work / "deeplab_model.pth"
             write_published_checkpoint(weights, seeded_deeplab_state())
             print(f"{chunks} chunk(s) of {args.photos} photos, {os.cpu_count()} cores")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,16 +80,22 @@ def photo_file(n: int, url: str, width: int = 640, height: int = 480) -> tuple[W
 
 
 def serve_synthetic(
-    drive: FakeDrive, folder: Path, count: int = 2100, mutate=None, photos: Iterable[int] = ()
+    drive: FakeDrive,
+    folder: Path,
+    count: int = 2100,
+    mutate=None,
+    photos: Iterable[int] = (),
+    size_of: Callable[[int], tuple[int, int]] = lambda n: (640, 480),
 ) -> SyntheticFFHQ:
     """Write a ``count``-entry JSON in the published layout and serve it with a LICENSE.
 
-    Images numbered in ``photos`` get real synthetic photos served by the fake Drive.
+    Images numbered in ``photos`` get real synthetic photos served by the fake Drive, of
+    ``size_of(n)`` pixels.
     """
     files = {}
     for n in photos:
         url = drive.url(f"wildPhoto{n:05d}x")
-        wild, data = photo_file(n, url)
+        wild, data = photo_file(n, url, *size_of(n))
         drive.add(f"wildPhoto{n:05d}x", data, f"{n:05d}.png")
         files[n] = wild
     path = folder / "ffhq-dataset-v2.json"
