@@ -23,9 +23,10 @@ from ffhq_aging_assets.lib.segment_input import INPUT_SIZE, nearest_indices, nor
 
 CUDA_BATCH = 32
 # One face per pass on the CPU: a batch of 4 at 513 x 513 has activations over glibc's largest
-# mmap threshold (32 MB), so every pass maps and faults in fresh pages (about 350 MB a face,
-# a fifth of a second of kernel time) and the speed follows the VM's memory state; at 1 every
-# buffer is reused from the heap and the engine is faster (docs/benchmarks.md).
+# mmap threshold (32 MB), so every pass maps and faults in fresh pages (100-350 MB a face, up
+# to a fifth of a second of kernel time), a cost that follows the VM's memory state. At 1 every
+# buffer is reused from the heap, the first masks come sooner and they equal the published
+# loop's; throughput is the same within a few percent (docs/benchmarks.md).
 CPU_BATCH = 1
 
 
