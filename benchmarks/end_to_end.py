@@ -23,7 +23,7 @@ ffhq_metadata_json,image_metadata,alignments,aligned_images`` in that alignment 
 fresh instance and root, with the default executor and settings.
 
 Reports each run's wall time, the peak resident memory of its whole process tree (sampled every
-50 ms) and the ratios to the baseline; checks that reference mode wrote the baseline's bytes.
+50 ms) and the ratios to the baseline; checks that reference mode wrote the baseline's pixels.
 """
 
 from __future__ import annotations
