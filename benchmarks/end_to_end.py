@@ -111,7 +111,7 @@ def serve_world(drive, store: Path, photos: int, near_edge: float, entries: int)
 
     The world is made once into ``store`` and served from there on later runs.
     """
-    from ffhq_aging_assets_tests.fixtures import LICENSE_TEXT, SyntheticFFHQ
+    from ffhq_aging_assets_tests.fixtures import serve_inputs
 
     if not (store / "edge.json").is_file():
         make_world(store, photos, near_edge, entries)
@@ -125,21 +125,8 @@ def serve_world(drive, store: Path, photos: int, near_edge: float, entries: int)
         .read_bytes()
         .replace(PLACEHOLDER.encode(), drive.base.encode())
     )
-    served = SyntheticFFHQ(
-        drive=drive,
-        json_path=store / "ffhq-dataset-v2.json",
-        metadata_url=drive.add("metadataJson0001", raw, "ffhq-dataset-v2.json"),
-        metadata_md5=hashlib.md5(raw).hexdigest(),
-        metadata_size=len(raw),
-        license_url=drive.add("licenseTxt00001", LICENSE_TEXT, "LICENSE.txt"),
-        license_md5=hashlib.md5(LICENSE_TEXT).hexdigest(),
-        license_size=len(LICENSE_TEXT),
-        labels_url=drive.add(
-            "labelsCsv000001",
-            (store / "ffhq_aging_labels.csv").read_bytes(),
-            "ffhq_aging_labels.csv",
-        ),
-    )
+    labels = (store / "ffhq_aging_labels.csv").read_bytes()
+    served = serve_inputs(drive, store / "ffhq-dataset-v2.json", raw, labels)
     edge = json.loads((store / "edge.json").read_text())
     print(
         f"{photos} photos ({len(edge)} near an edge), {total / 1e6:.0f} MB, "

@@ -104,19 +104,23 @@ def serve_synthetic(
         data = json.loads(path.read_text())
         mutate(data)
         path.write_text(json.dumps(data))
-    raw = path.read_bytes()
     labels = folder / "ffhq_aging_labels.csv"
     write_labels_csv(labels, count, seed=3)
+    return serve_inputs(drive, path, path.read_bytes(), labels.read_bytes())
+
+
+def serve_inputs(drive: FakeDrive, json_path: Path, raw: bytes, labels: bytes) -> SyntheticFFHQ:
+    """Serve a metadata JSON's bytes ``raw`` (written at ``json_path``), a LICENSE and labels."""
     return SyntheticFFHQ(
         drive=drive,
-        json_path=path,
+        json_path=json_path,
         metadata_url=drive.add("metadataJson0001", raw, "ffhq-dataset-v2.json"),
         metadata_md5=hashlib.md5(raw).hexdigest(),
         metadata_size=len(raw),
         license_url=drive.add("licenseTxt00001", LICENSE_TEXT, "LICENSE.txt"),
         license_md5=hashlib.md5(LICENSE_TEXT).hexdigest(),
         license_size=len(LICENSE_TEXT),
-        labels_url=drive.add("labelsCsv000001", labels.read_bytes(), "ffhq_aging_labels.csv"),
+        labels_url=drive.add("labelsCsv000001", labels, "ffhq_aging_labels.csv"),
     )
 
 
