@@ -160,16 +160,16 @@ def main() -> None:
             work = Path(folder)
             photos = [c * 1000 + n for c in range(chunks) for n in range(args.photos)]
             sides = getattr(args, "sizes", None)
+            low, high = (int(v) for v in sides.split("-")) if sides else (0, 0)
 
             def size_of(n: int) -> tuple[int, int]:
                 if sides is None:
                     return 640, 480
-                low, high = (int(v) for v in sides.split("-"))
                 rng = np.random.default_rng(n)
                 return int(rng.integers(low, high + 1)), int(rng.integers(low, high + 1))
 
             served = serve_synthetic(drive, work, 1000 * chunks, photos=photos, size_of=size_of)
-            sizes = [len(f.data) for f in drive.files.values()]
+            sizes = [len(f.data) for i, f in drive.files.items() if i.startswith("wildPhoto")]
             print(f"photos of {sum(sizes) / len(sizes) / 1e6:.1f} MB on average")
             weights = work / "deeplab_model.pth"
             write_published_checkpoint(weights, seeded_deeplab_state())
