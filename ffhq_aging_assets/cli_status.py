@@ -24,7 +24,10 @@ from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.verdicts import latest_evaluations
 
 MATERIALIZED, FAILED, IN_PROGRESS, MISSING = "materialized", "failed", "in progress", "missing"
-STATES = (MATERIALIZED, FAILED, IN_PROGRESS, MISSING)
+# Planned by a run that failed before the asset's step started (an upstream step failed, or the
+# run died first): Dagster counts it as failed; the report tells it apart from a step that failed.
+NOT_RUN = "not run"
+STATES = (MATERIALIZED, FAILED, NOT_RUN, IN_PROGRESS, MISSING)
 # An unpartitioned check's latest records may all be plans (runs that died before evaluating
 # it); this many are read before it counts as not run.
 _PLANNED_DEPTH = 20
@@ -50,8 +53,12 @@ class Group:
 
     @property
     def failed(self) -> bool:
-        """A blocking check failed at its latest evaluation, or an asset's latest attempt."""
-        return bool(self.checks.failed) or FAILED in self.assets.values()
+        """A blocking check failed at its latest evaluation, or an asset's latest attempt.
+
+        An attempt failed when its step failed or its run failed before the step started.
+        """
+        states = set(self.assets.values())
+        return bool(self.checks.failed) or FAILED in states or NOT_RUN in states
 
     @property
     def complete(self) -> bool:
@@ -150,6 +157,7 @@ def collect(instance: dg.DagsterInstance, chunks: Sequence[str] | None = None) -
         by_partition = instance.get_status_by_partition(key, wanted, chunk_partitions) or {}
         for chunk in wanted:
             states[chunk][key.to_user_string()] = _state(by_partition.get(chunk))
+    _tell_not_run(instance, states)
 
     def checks_of(keys: Sequence[dg.AssetKey]) -> list[dg.AssetCheckKey]:
         return [c for key in keys for c in sorted(graph.get(key).check_keys, key=lambda c: c.name)]
@@ -174,6 +182,46 @@ def _state(status: Any) -> str:
         dg.AssetPartitionStatus.FAILED: FAILED,
         dg.AssetPartitionStatus.IN_PROGRESS: IN_PROGRESS,
     }.get(status, MISSING)
+
+
+def _tell_not_run(instance: dg.DagsterInstance, states: dict[str, dict[str, str]]) -> None:
+    """Mark as not run the failed assets whose step never started in the run that planned them.
+
+    Dagster marks every asset a failed run planned and did not materialize as failed; the
+    planned event names the asset's step, and the run's step stats list the steps that started.
+    """
+    started: dict[str, set[str]] = {}
+    planned: dict[str, dict[tuple[str, str | None], str | None]] = {}
+    for chunk, assets in states.items():
+        for name, state in assets.items():
+            if state != FAILED:
+                continue
+            info = instance.get_latest_planned_materialization_info(
+                dg.AssetKey.from_user_string(name), chunk
+            )
+            if info is None:
+                continue
+            run_id = info.run_id
+            if run_id not in started:
+                started[run_id] = {stats.step_key for stats in instance.get_run_step_stats(run_id)}
+                planned[run_id] = _planned_steps(instance, run_id)
+            step = planned[run_id].get((name, chunk))
+            if step is not None and step not in started[run_id]:
+                assets[name] = NOT_RUN
+
+
+def _planned_steps(
+    instance: dg.DagsterInstance, run_id: str
+) -> dict[tuple[str, str | None], str | None]:
+    """(asset, partition) -> the step that was to materialize it, from the run's planned events."""
+    steps = {}
+    for entry in instance.all_logs(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ):
+        event = entry.dagster_event
+        if event is not None and event.asset_key is not None:
+            steps[(event.asset_key.to_user_string(), event.partition)] = event.step_key
+    return steps
 
 
 def _chunk(
@@ -320,7 +368,8 @@ def _assets_text(assets: dict[str, str]) -> str:
     for state in STATES:
         names = [name for name, s in assets.items() if s == state]
         if names:
-            parts.append(f"{', '.join(names)} {state}")
+            why = " (the run failed before their steps)" if state == NOT_RUN else ""
+            parts.append(f"{', '.join(names)} {state}{why}")
     return "; ".join(parts)
 
 

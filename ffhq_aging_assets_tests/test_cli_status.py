@@ -167,9 +167,11 @@ def test_status_shows_each_chunk_the_failed_checks_and_what_the_products_left_ou
         "chunk 01000: 6/6 assets materialized; checks: 14 passed, 1 warning "
         "(segmentation_masks.mask_plausible), 1 FAILED",
         f"    FAILED labels_table.label_domains: {LABELS_FAILURE} (and nothing else)",
-        # The steps after the one that failed are failed too: planned and not materialized.
-        "chunk 02000: image_metadata, alignments materialized; aligned_images, "
-        "segmentation_masks, mask_statistics, labels_table failed; checks: 4 passed, 12 not run",
+        # Dagster counts the steps after the one that failed as failed too (planned, not
+        # materialized); the report says they did not run.
+        "chunk 02000: image_metadata, alignments materialized; aligned_images failed; "
+        "segmentation_masks, mask_statistics, labels_table not run (the run failed before "
+        "their steps); checks: 4 passed, 12 not run",
         "shared inputs: 3/3 assets materialized",
         "products: 4/4 assets materialized; checks: 1 warning "
         "(ffhq_aging_labels.labels_of_no_image)",
@@ -207,6 +209,7 @@ def test_status_of_named_chunks_and_as_json(
     failed = report["chunks"]["01000"]["checks"]["failed"]
     assert failed == {"labels_table.label_domains": f"{LABELS_FAILURE} (and nothing else)"}
     assert report["chunks"]["02000"]["assets"]["aligned_images"] == "failed"
+    assert report["chunks"]["02000"]["assets"]["labels_table"] == "not run"
     assert report["chunks"]["02000"]["assets"]["alignments"] == "materialized"
     assert report["shared_inputs"]["assets"] == {
         "deeplab_checkpoint": "materialized",
