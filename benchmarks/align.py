@@ -3,6 +3,7 @@
 Usage:
     python -m benchmarks.align frames [--repeats 2]
     python -m benchmarks.align edges [--repeats 2]
+    python -m benchmarks.align canvas [--repeats 3]
     python -m benchmarks.align chunk [--images 100] [--threads 8] [--processes 0] [--size 1600x1200]
 
 ``frames``: synthetic photos of 2400x1800 and 4000x3000 with the face centred, at a border
@@ -17,6 +18,13 @@ the banded ``_blur_pad``; each step alone and the whole ``align_face``, side by 
 process, ``--repeats`` times with the order alternated. Reports median seconds, the ratios,
 NumPy's peak memory during one blur-pad of each (tracemalloc), and checks that both give the
 same bytes.
+
+``canvas``: the published canvas step (the bilinear QUAD transform onto 4096 x 4096 and the
+Lanczos reduction to R) as Pillow computes it (``pillow_sample_quad``) and compiled
+(``sample_quad``), alone on the quad and frame reference mode gives it and in the whole
+``align_face``, at 256 and 1024, side by side in one process with the order alternated;
+reports medians, ratios, the resident memory one canvas step adds at its peak (sampled every
+50 ms) and checks that both give the same bytes.
 
 ``chunk``: serves ``--images`` synthetic photos from the tests' fake Google Drive on loopback
 and runs the chunk pipeline (download threads, verification, pixel md5, alignment processes,
@@ -275,6 +283,64 @@ def chunk(images: int, threads: int, processes: int, size: str) -> None:
     drive.stop()
 
 
+def canvas_args(img: PIL.Image.Image, lm: np.ndarray, res: int) -> tuple:
+    """The frame, quad, canvas and resolution reference mode gives its canvas step."""
+    from ffhq_aging_assets.lib import quad_canvas
+
+    given = []
+
+    def capture(frame_img, quad, size, resolution):
+        given.append((frame_img, quad.copy(), size, resolution))
+        return quad_canvas.pillow_sample_quad(frame_img, quad, size, resolution)
+
+    with mock.patch.object(align, "sample_quad", capture):
+        align_face(img, lm, res, mode="reference")
+    return given[0]
+
+
+def canvas(repeats: int) -> None:
+    from ffhq_aging_assets.lib import quad_canvas
+
+    assert quad_canvas._compiled_agrees(), "the compiled canvas differs from Pillow's here"
+    variants = {"pillow": quad_canvas.pillow_sample_quad, "compiled": quad_canvas.sample_quad}
+    print(
+        "| frame | face | R | canvas s pillow / compiled | ratio | canvas added RSS MB pillow / "
+        "compiled | align_face s pillow / compiled | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for width, height, kind in ((1600, 1200, "centre"), (2400, 1800, "border"), *EDGE_CASES[3:5]):
+        img, lm = frame(width, height, kind)
+        for res in (256, 1024):
+            args = canvas_args(img, lm, res)
+            step: dict[str, list[float]] = {name: [] for name in variants}
+            whole: dict[str, list[float]] = {name: [] for name in variants}
+            outs = {}
+            for r in range(repeats):
+                for name in variants if r % 2 == 0 else reversed(list(variants)):
+                    call = variants[name]
+                    t = time.perf_counter()
+                    outs[name] = np.asarray(call(*args))
+                    step[name].append(time.perf_counter() - t)
+                    with mock.patch.object(align, "sample_quad", call):
+                        t = time.perf_counter()
+                        aligned = np.asarray(align_face(img, lm, res, mode="reference"))
+                        whole[name].append(time.perf_counter() - t)
+                    assert np.array_equal(aligned, outs[name]), (width, height, kind, res)
+            assert np.array_equal(outs["pillow"], outs["compiled"]), (width, height, kind, res)
+            peaks = []
+            for name in variants:
+                with PeakRSS() as rss:
+                    variants[name](*args)
+                peaks.append(rss.peak - rss.before)
+            a, b = (statistics.median(step[name]) for name in variants)
+            c, d = (statistics.median(whole[name]) for name in variants)
+            print(
+                f"| {width}x{height} | {kind} | {res} | {a:.3f} / {b:.3f} | {a / b:.2f}x | "
+                f"{peaks[0]:.0f} / {peaks[1]:.0f} | {c:.3f} / {d:.3f} | {c / d:.2f}x |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -282,6 +348,8 @@ def main() -> None:
     f.add_argument("--repeats", type=int, default=2)
     e = sub.add_parser("edges")
     e.add_argument("--repeats", type=int, default=2)
+    v = sub.add_parser("canvas")
+    v.add_argument("--repeats", type=int, default=3)
     c = sub.add_parser("chunk")
     c.add_argument("--images", type=int, default=100)
     c.add_argument("--threads", type=int, default=8)
@@ -292,6 +360,8 @@ def main() -> None:
         frames(args.repeats)
     elif args.what == "edges":
         edges(args.repeats)
+    elif args.what == "canvas":
+        canvas(args.repeats)
     else:
         chunk(args.images, args.threads, args.processes, args.size)
 

@@ -23,6 +23,8 @@ import numpy as np
 import PIL.Image
 import scipy.ndimage
 
+from ffhq_aging_assets.lib.quad_canvas import sample_quad
+
 TRANSFORM_SIZE = 4096
 Mode = Literal["reference", "fast"]
 # Fast mode: the face spans at most this many output widths in the working frame (the
@@ -129,19 +131,6 @@ def _pad_for(quad: np.ndarray, qsize: float, border: int, width: int, height: in
     if max(pad) > border - 4:
         return tuple(int(v) for v in np.maximum(pad, int(np.rint(qsize * 0.3))))
     return (0, 0, 0, 0)
-
-
-def _sample_quad(img: PIL.Image.Image, quad: np.ndarray, canvas: int, resolution: int):
-    """Bilinear quad sampling onto a square canvas, then the Lanczos reduction to the output."""
-    img = img.transform(
-        (canvas, canvas),
-        PIL.Image.Transform.QUAD,
-        (quad + 0.5).flatten().tolist(),
-        PIL.Image.Resampling.BILINEAR,
-    )
-    if resolution < canvas:
-        img = img.resize((resolution, resolution), PIL.Image.Resampling.LANCZOS)
-    return img
 
 
 def crop_geometry(landmarks: np.ndarray, width: int, height: int, resolution: int) -> CropGeometry:
@@ -487,7 +476,7 @@ def align_face(
     if geo.blur_pad:
         img = _blur_pad(img, geo.pad, qsize)
         quad += geo.pad[:2]
-    return _sample_quad(img, quad, TRANSFORM_SIZE, resolution)
+    return sample_quad(img, quad, TRANSFORM_SIZE, resolution)
 
 
 def _align_fast(img: PIL.Image.Image, geo: CropGeometry, resolution: int) -> PIL.Image.Image:
@@ -532,4 +521,4 @@ def _align_fast(img: PIL.Image.Image, geo: CropGeometry, resolution: int) -> PIL
         quad = quad + pad[:2]
     least = _fast_supersample(resolution)
     canvas = min(TRANSFORM_SIZE, int(np.ceil(max(least, qsize / resolution) * resolution)))
-    return _sample_quad(img, quad, canvas, resolution)
+    return sample_quad(img, quad, canvas, resolution)

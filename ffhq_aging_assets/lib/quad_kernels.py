@@ -1,0 +1,126 @@
+"""The compiled loops of :mod:`ffhq_aging_assets.lib.quad_canvas`, in Pillow's arithmetic.
+
+Kept apart so that only processes that align import Numba. Compiled on first use and cached on
+disk by Numba (next to this file, or in the user's cache folder where that is read-only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_HALF = float(1 << 21)
+_UNIT = float(1 << 22)
+
+
+@numba.njit(nogil=True, cache=True)
+def clip8(total: float) -> float:
+    """``Resample.c``'s ``clip8``: a fixed-point sum plus one half, shifted, clipped to 8 bits."""
+    level = math.floor((total + _HALF) / _UNIT)
+    return 0.0 if level < 0.0 else (255.0 if level > 255.0 else level)
+
+
+@numba.njit(nogil=True, cache=True)
+def sample_row(src, a, y, line):
+    """Row ``y`` of Pillow's bilinear QUAD canvas of ``src`` into ``line`` (canvas, 4)."""
+    height, width = src.shape[0], src.shape[1]
+    a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    fw, fh = float(width), float(height)
+    yc = y + 0.5
+    last_x, last_y = -2, -2
+    p0 = p1 = p2 = d0 = d1 = d2 = q0 = q1 = q2 = e0 = e1 = e2 = 0.0
+    for x in range(line.shape[0]):
+        xc = x + 0.5
+        xi = a0 + a1 * xc + a2 * yc + a3 * xc * yc
+        yi = a4 + a5 * xc + a6 * yc + a7 * xc * yc
+        if not (xi >= 0.0 and xi < fw and yi >= 0.0 and yi < fh):
+            line[x, 0] = 0.0
+            line[x, 1] = 0.0
+            line[x, 2] = 0.0
+            continue
+        xi -= 0.5
+        yi -= 0.5
+        ix = int(xi) if xi >= 0.0 else -1
+        iy = int(yi) if yi >= 0.0 else -1
+        dx = xi - ix
+        dy = yi - iy
+        if ix != last_x or iy != last_y:
+            last_x, last_y = ix, iy
+            r0, r1 = max(iy, 0), min(iy + 1, height - 1)
+            c0, c1 = max(ix, 0), min(ix + 1, width - 1)
+            p0 = np.float64(src[r0, c0, 0])
+            p1 = np.float64(src[r0, c0, 1])
+            p2 = np.float64(src[r0, c0, 2])
+            d0 = np.float64(src[r0, c1, 0]) - p0
+            d1 = np.float64(src[r0, c1, 1]) - p1
+            d2 = np.float64(src[r0, c1, 2]) - p2
+            q0 = np.float64(src[r1, c0, 0])
+            q1 = np.float64(src[r1, c0, 1])
+            q2 = np.float64(src[r1, c0, 2])
+            e0 = np.float64(src[r1, c1, 0]) - q0
+            e1 = np.float64(src[r1, c1, 1]) - q1
+            e2 = np.float64(src[r1, c1, 2]) - q2
+        # Below the last row Pillow uses the row itself: v == u, so u + (v - u) * dy == u.
+        u = p0 + d0 * dx
+        v = q0 + e0 * dx
+        line[x, 0] = math.floor(u + (v - u) * dy)
+        u = p1 + d1 * dx
+        v = q1 + e1 * dx
+        line[x, 1] = math.floor(u + (v - u) * dy)
+        u = p2 + d2 * dx
+        v = q2 + e2 * dx
+        line[x, 2] = math.floor(u + (v - u) * dy)
+
+
+# Integer sums below 2**31 are exact in double in any order: these passes may be vectorized.
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def across(line, bounds, weights, reduced, row):
+    """The horizontal Lanczos pass of one canvas row into ``reduced[row]``, 8 bits per band."""
+    for out in range(bounds.shape[0]):
+        first, count = bounds[out, 0], bounds[out, 1]
+        s0 = s1 = s2 = s3 = 0.0
+        for x in range(count):
+            k = weights[out, x]
+            s0 += line[first + x, 0] * k
+            s1 += line[first + x, 1] * k
+            s2 += line[first + x, 2] * k
+            s3 += line[first + x, 3] * k
+        reduced[row, out, 0] = np.uint8(clip8(s0))
+        reduced[row, out, 1] = np.uint8(clip8(s1))
+        reduced[row, out, 2] = np.uint8(clip8(s2))
+        reduced[row, out, 3] = np.uint8(clip8(s3))
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def down(reduced, bounds, weights, top, out):
+    """The vertical Lanczos pass of the reduced rows (the first is canvas row ``top``)."""
+    resolution = out.shape[0]
+    rows = reduced.reshape(reduced.shape[0], -1)
+    sums = np.empty(rows.shape[1], np.float64)
+    for y_out in range(resolution):
+        first, count = bounds[y_out, 0] - top, bounds[y_out, 1]
+        sums[:] = 0.0
+        for y in range(count):
+            k = weights[y_out, y]
+            source = rows[first + y]
+            for j in range(sums.shape[0]):
+                sums[j] += np.float64(source[j]) * k
+        for x in range(resolution):
+            for band in range(3):
+                out[y_out, x, band] = np.uint8(clip8(sums[4 * x + band]))
+
+
+@numba.njit(nogil=True, cache=True)
+def quad_lanczos(src, a, canvas, bounds, weights, out):
+    """Pillow's QUAD canvas of ``src`` (coefficients ``a``) reduced into ``out``, row by row."""
+    resolution = out.shape[0]
+    top = bounds[0, 0]
+    bottom = bounds[resolution - 1, 0] + bounds[resolution - 1, 1]
+    line = np.zeros((canvas, 4), np.float64)
+    reduced = np.zeros((bottom - top, resolution, 4), np.uint8)
+    for y in range(top, bottom):
+        sample_row(src, a, y, line)
+        across(line, bounds, weights, reduced, y - top)
+    down(reduced, bounds, weights, top, out)
