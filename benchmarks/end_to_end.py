@@ -15,8 +15,8 @@ project's own pieces: one process downloads the metadata JSON, loads it whole wi
 ``--threads`` threads; each takes the next photo, downloads it with size and md5 checked
 (today's Drive page handled by ``DriveHttpSource``), opens it and checks its pixel size and
 pixel md5, aligns it with the published computation (the whole-frame shrink and the whole-frame
-blur-pad of ``ffhq_aging_assets_tests/published_align.py``), writes the PNG and deletes the
-photo.
+blur-pad of ``ffhq_aging_assets_tests/published_align.py``, the canvas by Pillow's
+``transform`` and ``resize``), writes the PNG and deletes the photo.
 
 ``reference`` / ``fast``: ``ffhq-aging build --partitions 00000 --limit PHOTOS --select
 ffhq_metadata_json,image_metadata,alignments,aligned_images`` in that alignment mode, into a
@@ -139,6 +139,7 @@ def serve_world(drive, store: Path, photos: int, near_edge: float, entries: int)
 def baseline(args: argparse.Namespace) -> None:
     """The 2020 pipeline's structure (runs in its own process; see the module's docstring)."""
     from benchmarks.align import previous_shrunk_crop
+    from ffhq_aging_assets.lib.quad_canvas import pillow_sample_quad
     from ffhq_aging_assets_tests.published_align import published_blur_pad
 
     out, work = Path(args.out), Path(args.out) / "work"
@@ -184,6 +185,7 @@ def baseline(args: argparse.Namespace) -> None:
     with (
         mock.patch.object(align, "_shrunk_crop", previous_shrunk_crop),
         mock.patch.object(align, "_blur_pad", published_blur_pad),
+        mock.patch.object(align, "sample_quad", pillow_sample_quad),
     ):
         threads = [threading.Thread(target=worker) for _ in range(args.threads)]
         for t in threads:
