@@ -23,8 +23,7 @@ same bytes.
 Lanczos reduction to R) as Pillow computes it (``pillow_sample_quad``) and compiled
 (``sample_quad``), alone on the quad and frame reference mode gives it and in the whole
 ``align_face``, at 256 and 1024, side by side in one process with the order alternated;
-reports medians, ratios, the resident memory one canvas step adds at its peak (sampled every
-50 ms) and checks that both give the same bytes.
+reports medians and ratios, and checks that both give the same bytes.
 
 ``chunk``: serves ``--images`` synthetic photos from the tests' fake Google Drive on loopback
 and runs the chunk pipeline (download threads, verification, pixel md5, alignment processes,
@@ -304,10 +303,10 @@ def canvas(repeats: int) -> None:
     assert quad_canvas._compiled_agrees(), "the compiled canvas differs from Pillow's here"
     variants = {"pillow": quad_canvas.pillow_sample_quad, "compiled": quad_canvas.sample_quad}
     print(
-        "| frame | face | R | canvas s pillow / compiled | ratio | canvas added RSS MB pillow / "
-        "compiled | align_face s pillow / compiled | ratio |"
+        "| frame | face | R | canvas s pillow / compiled | ratio | align_face s pillow / "
+        "compiled | ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for width, height, kind in ((1600, 1200, "centre"), (2400, 1800, "border"), *EDGE_CASES[3:5]):
         img, lm = frame(width, height, kind)
         for res in (256, 1024):
@@ -327,16 +326,11 @@ def canvas(repeats: int) -> None:
                         whole[name].append(time.perf_counter() - t)
                     assert np.array_equal(aligned, outs[name]), (width, height, kind, res)
             assert np.array_equal(outs["pillow"], outs["compiled"]), (width, height, kind, res)
-            peaks = []
-            for name in variants:
-                with PeakRSS() as rss:
-                    variants[name](*args)
-                peaks.append(rss.peak - rss.before)
             a, b = (statistics.median(step[name]) for name in variants)
             c, d = (statistics.median(whole[name]) for name in variants)
             print(
                 f"| {width}x{height} | {kind} | {res} | {a:.3f} / {b:.3f} | {a / b:.2f}x | "
-                f"{peaks[0]:.0f} / {peaks[1]:.0f} | {c:.3f} / {d:.3f} | {c / d:.2f}x |",
+                f"{c:.3f} / {d:.3f} | {c / d:.2f}x |",
                 flush=True,
             )
 
