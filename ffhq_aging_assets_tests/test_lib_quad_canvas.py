@@ -80,6 +80,10 @@ def test_an_output_as_large_as_the_canvas_or_another_mode_is_pillows() -> None:
     )
     grey = img.convert("L")
     assert sample_quad(grey, quad, 64, 16).mode == "L"
+    with pytest.raises(ValueError, match="L image and 16 from 64"):
+        compiled_canvas(grey, quad, 64, 16)
+    with pytest.raises(ValueError, match="64 from 64"):
+        compiled_canvas(img, quad, 64, 64)
 
 
 def test_lanczos_windows_cover_the_axis_and_weights_sum_to_one_in_fixed_point() -> None:

@@ -59,8 +59,10 @@ def sample_quad(
 ) -> PIL.Image.Image:
     """:func:`pillow_sample_quad`'s bytes, computed without the canvas where Numba agrees.
 
+    Images in other modes than RGB, and outputs as large as the canvas, are Pillow's.
+
     Args:
-        img: an RGB image.
+        img: the frame to sample.
         quad: (4, 2) corners in ``img``'s pixels: top-left, bottom-left, bottom-right,
             top-right, as the published method lists them.
         canvas: the side of the square the quad is sampled onto.
@@ -139,7 +141,16 @@ def lanczos_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.nd
 def compiled_canvas(
     img: PIL.Image.Image, quad: np.ndarray, canvas: int, resolution: int
 ) -> np.ndarray:
-    """The compiled computation for an RGB ``img`` and ``resolution < canvas``, as an array."""
+    """The compiled computation for an RGB ``img`` and ``resolution < canvas``, as an array.
+
+    Raises:
+        ValueError: another mode than RGB, or no reduction to compute.
+    """
+    if img.mode != "RGB" or not 1 <= resolution < canvas:
+        raise ValueError(
+            f"the compiled canvas takes an RGB image and 1 <= resolution < canvas, not a "
+            f"{img.mode} image and {resolution} from {canvas}"
+        )
     bounds, weights = lanczos_coefficients(canvas, resolution)
     src = np.asarray(img)
     a = quad_coefficients((quad + 0.5).flatten().tolist(), canvas)
