@@ -23,6 +23,23 @@ def clip8(total: float) -> float:
 
 
 @numba.njit(nogil=True, cache=True)
+def left_and_step(src, row, c0, c1):
+    """A source row's pixel at ``c0`` and its difference to the pixel at ``c1``, in double."""
+    p0 = np.float64(src[row, c0, 0])
+    p1 = np.float64(src[row, c0, 1])
+    p2 = np.float64(src[row, c0, 2])
+    return p0, p1, p2, src[row, c1, 0] - p0, src[row, c1, 1] - p1, src[row, c1, 2] - p2
+
+
+@numba.njit(nogil=True, cache=True)
+def bilinear(p, d, q, e, dx, dy):
+    """``Geometry.c``'s BILINEAR: across both rows at ``dx``, then between them at ``dy``."""
+    u = p + d * dx
+    v = q + e * dx
+    return u + (v - u) * dy
+
+
+@numba.njit(nogil=True, cache=True)
 def sample_row(src, a, y, line):
     """Row ``y`` of Pillow's bilinear QUAD canvas of ``src`` into ``line`` (canvas, 4)."""
     height, width = src.shape[0], src.shape[1]
@@ -50,28 +67,12 @@ def sample_row(src, a, y, line):
             last_x, last_y = ix, iy
             r0, r1 = max(iy, 0), min(iy + 1, height - 1)
             c0, c1 = max(ix, 0), min(ix + 1, width - 1)
-            p0 = np.float64(src[r0, c0, 0])
-            p1 = np.float64(src[r0, c0, 1])
-            p2 = np.float64(src[r0, c0, 2])
-            d0 = np.float64(src[r0, c1, 0]) - p0
-            d1 = np.float64(src[r0, c1, 1]) - p1
-            d2 = np.float64(src[r0, c1, 2]) - p2
-            q0 = np.float64(src[r1, c0, 0])
-            q1 = np.float64(src[r1, c0, 1])
-            q2 = np.float64(src[r1, c0, 2])
-            e0 = np.float64(src[r1, c1, 0]) - q0
-            e1 = np.float64(src[r1, c1, 1]) - q1
-            e2 = np.float64(src[r1, c1, 2]) - q2
+            p0, p1, p2, d0, d1, d2 = left_and_step(src, r0, c0, c1)
+            q0, q1, q2, e0, e1, e2 = left_and_step(src, r1, c0, c1)
         # Below the last row Pillow uses the row itself: v == u, so u + (v - u) * dy == u.
-        u = p0 + d0 * dx
-        v = q0 + e0 * dx
-        line[x, 0] = math.floor(u + (v - u) * dy)
-        u = p1 + d1 * dx
-        v = q1 + e1 * dx
-        line[x, 1] = math.floor(u + (v - u) * dy)
-        u = p2 + d2 * dx
-        v = q2 + e2 * dx
-        line[x, 2] = math.floor(u + (v - u) * dy)
+        line[x, 0] = math.floor(bilinear(p0, d0, q0, e0, dx, dy))
+        line[x, 1] = math.floor(bilinear(p1, d1, q1, e1, dx, dy))
+        line[x, 2] = math.floor(bilinear(p2, d2, q2, e2, dx, dy))
 
 
 # Integer sums below 2**31 are exact in double in any order: these passes may be vectorized.
