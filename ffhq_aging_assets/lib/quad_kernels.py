@@ -87,50 +87,41 @@ def across(line, bounds, weights, reduced, row):
     outputs, width = weights.shape
     for out in range(0, outputs - outputs % 4, 4):
         f0, f1, f2, f3 = bounds[out, 0], bounds[out + 1, 0], bounds[out + 2, 0], bounds[out + 3, 0]
-        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
-        c0 = c1 = c2 = c3 = d0 = d1 = d2 = d3 = 0.0
+        a = b = c = d = (0.0, 0.0, 0.0, 0.0)
         for x in range(width):
-            k = weights[out, x]
-            a0 += line[f0 + x, 0] * k
-            a1 += line[f0 + x, 1] * k
-            a2 += line[f0 + x, 2] * k
-            a3 += line[f0 + x, 3] * k
-            k = weights[out + 1, x]
-            b0 += line[f1 + x, 0] * k
-            b1 += line[f1 + x, 1] * k
-            b2 += line[f1 + x, 2] * k
-            b3 += line[f1 + x, 3] * k
-            k = weights[out + 2, x]
-            c0 += line[f2 + x, 0] * k
-            c1 += line[f2 + x, 1] * k
-            c2 += line[f2 + x, 2] * k
-            c3 += line[f2 + x, 3] * k
-            k = weights[out + 3, x]
-            d0 += line[f3 + x, 0] * k
-            d1 += line[f3 + x, 1] * k
-            d2 += line[f3 + x, 2] * k
-            d3 += line[f3 + x, 3] * k
-        store(reduced, row, out, a0, a1, a2)
-        store(reduced, row, out + 1, b0, b1, b2)
-        store(reduced, row, out + 2, c0, c1, c2)
-        store(reduced, row, out + 3, d0, d1, d2)
+            a = add_weighted(a, line, f0 + x, weights[out, x])
+            b = add_weighted(b, line, f1 + x, weights[out + 1, x])
+            c = add_weighted(c, line, f2 + x, weights[out + 2, x])
+            d = add_weighted(d, line, f3 + x, weights[out + 3, x])
+        store(reduced, row, out, a)
+        store(reduced, row, out + 1, b)
+        store(reduced, row, out + 2, c)
+        store(reduced, row, out + 3, d)
     for out in range(outputs - outputs % 4, outputs):
         first = bounds[out, 0]
-        s0 = s1 = s2 = 0.0
+        a = (0.0, 0.0, 0.0, 0.0)
         for x in range(width):
-            k = weights[out, x]
-            s0 += line[first + x, 0] * k
-            s1 += line[first + x, 1] * k
-            s2 += line[first + x, 2] * k
-        store(reduced, row, out, s0, s1, s2)
+            a = add_weighted(a, line, first + x, weights[out, x])
+        store(reduced, row, out, a)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def add_weighted(sums, line, j, k):
+    """Four bands' running sums plus canvas pixel ``j`` of ``line`` times the weight ``k``."""
+    return (
+        sums[0] + line[j, 0] * k,
+        sums[1] + line[j, 1] * k,
+        sums[2] + line[j, 2] * k,
+        sums[3] + line[j, 3] * k,
+    )
 
 
 @numba.njit(nogil=True, cache=True)
-def store(reduced, row, out, s0, s1, s2):
-    """Three bands' fixed-point sums, rounded and clipped, into ``reduced[row, out]``."""
-    reduced[row, out, 0] = np.uint8(clip8(s0))
-    reduced[row, out, 1] = np.uint8(clip8(s1))
-    reduced[row, out, 2] = np.uint8(clip8(s2))
+def store(reduced, row, out, sums):
+    """The first three bands' fixed-point sums, rounded and clipped, into ``reduced[row, out]``."""
+    reduced[row, out, 0] = np.uint8(clip8(sums[0]))
+    reduced[row, out, 1] = np.uint8(clip8(sums[1]))
+    reduced[row, out, 2] = np.uint8(clip8(sums[2]))
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
