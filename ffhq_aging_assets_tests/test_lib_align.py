@@ -4,13 +4,11 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-import scipy.ndimage
 
 from ffhq_aging_assets.lib.align import (
     AlignmentError,
     _blur_pad,
     _blur_pad_bands,
-    _gaussian_block,
     _median,
     _shrunk_crop,
     align_face,
@@ -173,27 +171,6 @@ def test_blur_pad_rejects_a_zero_pad() -> None:
         assert np.isnan(published_blur_pad_values(img, (0, 3, 3, 3), 50.0)).all()
     with pytest.raises(ValueError, match="at least 1 pixel"):
         _blur_pad(img, (0, 3, 3, 3), 50.0)
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_gaussian_block_is_the_whole_frame_filter_cut(seed: int) -> None:
-    """Any block of a padded frame, its columns filtered once per distinct column."""
-    rng = np.random.default_rng(seed)
-    width, height = (int(v) for v in rng.integers(1, 40, 2))
-    left, right = (int(v) for v in rng.integers(0, 50, 2))
-    frame = rng.integers(0, 256, (height, width, 3), np.uint8)
-    u8 = np.pad(frame, ((0, 0), (left, right), (0, 0)), "reflect")
-    copied = left + np.pad(np.arange(width), (left, right), "reflect")
-    sigma = float(rng.uniform(0.05, 15))
-    whole = scipy.ndimage.gaussian_filter(np.float32(u8), [sigma, sigma, 0])
-    h, w, _ = u8.shape
-    for _ in range(20):
-        r0, c0 = int(rng.integers(h)), int(rng.integers(w))
-        rows = slice(r0, int(rng.integers(r0 + 1, h + 1)))
-        cols = slice(c0, int(rng.integers(c0 + 1, w + 1)))
-        block = _gaussian_block(u8, rows, cols, sigma, copied)
-        assert block.dtype == np.float32
-        assert np.array_equal(block, whole[rows, cols])
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -23,6 +23,7 @@ import numpy as np
 import PIL.Image
 import scipy.ndimage
 
+from ffhq_aging_assets.lib.gaussian_block import gaussian_block
 from ffhq_aging_assets.lib.quad_canvas import sample_quad
 
 TRANSFORM_SIZE = 4096
@@ -200,39 +201,6 @@ def _blended_edges(term: np.ndarray) -> tuple[int, int]:
     return int(zero[0]), term.size - 1 - int(zero[-1])
 
 
-def _gaussian_block(
-    u8: np.ndarray, rows: slice, cols: slice, sigma: float, copied: np.ndarray
-) -> np.ndarray:
-    """``scipy.ndimage.gaussian_filter(float32(u8), [sigma, sigma, 0])[rows, cols]``, exactly.
-
-    SciPy filters axis 0, then axis 1, each pass summing in double and storing float32, and
-    each output from the ``2 * radius + 1`` inputs around it on its axis, reflected at the
-    array's edges. A block widened by the radius, or cut at the array's edge (where it reflects
-    the same way), gives every output in ``rows, cols`` the same inputs, in the same order.
-    Column ``c`` of ``u8`` is a copy of column ``copied[c]`` (reflect-padding copies whole
-    columns), so the first pass, down the columns, runs once per distinct column.
-    """
-    radius = int(4.0 * sigma + 0.5)  # SciPy's default truncate=4.0, as in the 2020 script
-    h, w = u8.shape[:2]
-    r0, c0 = max(rows.start - radius, 0), max(cols.start - radius, 0)
-    distinct, copies = np.unique(copied[c0 : min(cols.stop + radius, w)], return_inverse=True)
-    first = scipy.ndimage.gaussian_filter1d(
-        u8[r0 : min(rows.stop + radius, h), distinct],
-        sigma,
-        axis=0,
-        output=np.float32,
-        radius=radius,
-    )
-    second = scipy.ndimage.gaussian_filter1d(
-        first[rows.start - r0 : rows.stop - r0, copies],
-        sigma,
-        axis=1,
-        output=np.float32,
-        radius=radius,
-    )
-    return second[:, cols.start - c0 : cols.stop - c0]
-
-
 def _median(interior: np.ndarray, blended: list[np.ndarray]) -> np.ndarray:
     """``np.median(frame, axis=(0, 1))``, the same float32, by selection.
 
@@ -276,9 +244,9 @@ def _blur_pad_bands(
     ``u8`` is the reflect-padded frame. The blur weight ``clip(3m + 1)`` is zero more than 4/3
     of a pad width inside its edges, and the median weight ``clip(m)`` with it, so there the
     published arithmetic leaves every value as it was; only the edge bands are filtered
-    (:func:`_gaussian_block`) and blended, and the median of the whole frame comes from the
-    bands' values and the interior's counts (:func:`_median`). Returns (rows, cols, values)
-    per band; the bands do not overlap.
+    (:mod:`~ffhq_aging_assets.lib.gaussian_block`) and blended, and the median of the whole
+    frame comes from the bands' values and the interior's counts (:func:`_median`). Returns
+    (rows, cols, values) per band; the bands do not overlap.
     """
     h, w, _ = u8.shape
     across, down = _mask_term(w, pad[0], pad[2]), _mask_term(h, pad[1], pad[3])
@@ -298,7 +266,7 @@ def _blur_pad_bands(
     for rows, cols in bands:
         m = np.maximum(across[None, cols, None], down[rows, None, None])
         a = np.float32(u8[rows, cols])
-        a += (_gaussian_block(u8, rows, cols, blur, copied) - a) * _blur_weight(m)
+        a += (gaussian_block(u8, rows, cols, blur, copied) - a) * _blur_weight(m)
         masks.append(m)
         blended.append(a)
     median = _median(u8[middle, left : w - right], blended)
