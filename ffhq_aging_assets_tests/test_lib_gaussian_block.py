@@ -104,7 +104,7 @@ def test_both_passes_add_in_scipys_order() -> None:
 
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_reflected_indices_fold_like_scipy(n: int) -> None:
-    line = np.arange(n, dtype=np.float64) * 10.0 ** np.arange(n)
+    line = (1.0 + np.arange(n)) * 10.0 ** np.arange(n)
     reach = 3 * n + 2
     weights = np.zeros(2 * reach + 1)
     for shift in range(-reach, reach + 1):
