@@ -1,4 +1,6 @@
 import logging
+import math
+from fractions import Fraction
 
 import numpy as np
 import PIL.Image
@@ -7,6 +9,7 @@ import pytest
 from ffhq_aging_assets.lib import quad_canvas
 from ffhq_aging_assets.lib.quad_canvas import (
     compiled_canvas,
+    fused_sensitive_case,
     lanczos_coefficients,
     pillow_sample_quad,
     quad_coefficients,
@@ -38,6 +41,22 @@ def noise(rng: np.random.Generator, width: int, height: int) -> PIL.Image.Image:
 def test_compiled_canvas_agrees_with_pillow_here() -> None:
     quad_canvas._compiled_agrees.cache_clear()
     assert quad_canvas._compiled_agrees()
+
+
+def test_no_multiply_add_is_fused() -> None:
+    # Random frames almost never land within an ulp of a level, so they cannot tell a fused
+    # multiply-add from Pillow's two roundings; this case can.
+    img, quad = fused_sensitive_case()
+    left, right = np.asarray(img)[0, 0], np.asarray(img)[0, 1]
+    dx = (quad[0, 0] + 0.5) - 0.5  # the transform adds 0.5, the filter takes it off
+    for a, b in zip(left.tolist(), right.tolist(), strict=True):
+        plain = math.floor(a + (b - a) * dx)
+        fused = math.floor(Fraction(a) + Fraction(b - a) * Fraction(dx))
+        assert (plain, fused) == (a + 5, a + 4)
+    for canvas, resolution in ((16, 4), (64, 48)):
+        mine = compiled_canvas(img, quad, canvas, resolution)
+        assert np.array_equal(mine, np.asarray(pillow_sample_quad(img, quad, canvas, resolution)))
+        assert (mine == left + 5).all()
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -9,7 +9,8 @@ image. :func:`sample_quad` gives the same bytes with Pillow's own arithmetic, co
 - each canvas pixel's source point ``a0 + a1 x + a2 y + a3 x y`` in double, in Pillow's order,
   then its bilinear filter (``Geometry.c``): the same bounds test, floor, edge clamping, the
   two horizontal interpolations and the vertical one in double, truncated to 8 bits; nothing is
-  fused into FMA instructions (Numba's default keeps IEEE semantics);
+  fused into FMA instructions (Numba's default keeps IEEE semantics; :func:`fused_sensitive_case`
+  shows the difference);
 - the Lanczos reduction as ``Resample.c`` does it: coefficients computed in double and rounded
   to 22-bit fixed point per output pixel, a horizontal pass over the rows the vertical pass
   reads, rounded and clipped to 8 bits, then the vertical pass. Its sums are of integers below
@@ -162,15 +163,29 @@ def compiled_canvas(
     return out
 
 
+def fused_sensitive_case() -> tuple[PIL.Image.Image, np.ndarray]:
+    """A frame and quad whose canvas shows whether the bilinear filter fuses a multiply-add.
+
+    Every canvas pixel samples the same point of a 2 x 1 frame, at ``dx`` just under 1/3 between
+    levels 15 apart: ``15 * dx`` rounds to 5 before Pillow adds it to the left level, and a fused
+    multiply-add keeps it just under 5, one level lower after the floor.
+    """
+    img = PIL.Image.fromarray(np.array([[[124, 125, 126], [139, 140, 141]]], np.uint8), "RGB")
+    x = float.fromhex("0x1.aaaaaaaaaaaa2p-1") - 0.5  # + 0.5 in the transform, exactly
+    return img, np.array([[x, 0.0]] * 4)
+
+
 @functools.cache
 def _compiled_agrees() -> bool:
-    """The compiled canvas gives Pillow's bytes on a small case (frame edges included)."""
+    """The compiled canvas gives Pillow's bytes on small cases (frame edges included)."""
     rng = np.random.default_rng(7)
     img = PIL.Image.fromarray(rng.integers(0, 256, (29, 37, 3), dtype=np.uint8), "RGB")
     quad = np.array([[-3.3, 2.1], [1.7, 33.9], [36.2, 30.4], [31.8, -4.6]])
-    for canvas, resolution in ((96, 20), (64, 48)):
-        mine = compiled_canvas(img, quad, canvas, resolution)
-        if not np.array_equal(mine, np.asarray(pillow_sample_quad(img, quad, canvas, resolution))):
+    cases = [(img, quad, 96, 20), (img, quad, 64, 48), (*fused_sensitive_case(), 16, 4)]
+    for frame, corners, canvas, resolution in cases:
+        mine = compiled_canvas(frame, corners, canvas, resolution)
+        theirs = pillow_sample_quad(frame, corners, canvas, resolution)
+        if not np.array_equal(mine, np.asarray(theirs)):
             log.warning(
                 "this Pillow's QUAD transform or Lanczos reduction differs from the compiled "
                 "canvas: the alignment canvas is computed by Pillow"
