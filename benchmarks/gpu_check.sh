@@ -1,40 +1,56 @@
 #!/usr/bin/env bash
-# One prepared run on a CUDA machine, in order of what it settles: the GPU tests, then the
-# chunk step as Dagster runs it (a fresh process per step): the asset's defaults (bf16 with its
-# fp32 comparison, loader threads), strict fp32 in channels-last and in the default layout
-# (NCHW), each without and with cuDNN's algorithm search, compiled with an empty and with a
-# warm inductor cache. With THROUGHPUT=1 also the in-memory throughput against the published
-# loop. Each stage has its own timeout: at most 9 minutes, 11 with THROUGHPUT=1 (making the
-# 1,000 test faces takes about a minute).
-# PYTEST_K selects GPU tests ("not compiled" saves about a minute).
-# Needs python3 with torch, numpy, pillow, scipy, pyarrow, requests and pytest; Dagster is
-# not needed. Writes logs and JSON to $OUT (default /tmp/gpu_check).
-# Usage: bash benchmarks/gpu_check.sh [images-per-chunk] [resolution]
+# One prepared run on a CUDA machine, about 8.5 minutes, in order of what it settles:
+# 1. whole chunk steps at 256 (the default resolution), each a fresh process as in a Dagster run:
+#    eager bf16 (the asset's default), strict fp32 in the default layout (NCHW) and
+#    channels-last, without and with a capped cuDNN search (limit1), and the AOTInductor
+#    packages (bf16 channels-last, fp32 NCHW): built into an empty folder, then loaded warm;
+# 2. the published loop on the same card (batch 1, strict fp32), faces at 256;
+# 3. the same steps at 1024 with the packages 1. built;
+# 4. the published loop with faces at 1024.
+# Each stage has its own time limit, and every row is logged as it comes, so a stage cut short
+# keeps what it measured. Needs python3 with torch, numpy, pillow, scipy, pyarrow and requests;
+# Dagster is not needed. Writes to $OUT (default /tmp/gpu_check): gpu.txt, all.log and one JSON
+# per stage that finished.
+# Usage: bash benchmarks/gpu_check.sh [images-per-chunk]
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 IMAGES=${1:-1000}
-RES=${2:-1024}
 WORK=${WORK:-/tmp/ffhq_seg_bench}
+LOG="$OUT/all.log"
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+
+stage() {
+  local limit=$1 began
+  shift
+  began=$(date +%s)
+  echo "=== $* (limit ${limit} s)" | tee -a "$LOG"
+  timeout "$limit" "$@" 2>&1 | grep -v '^DEBUG' | tee -a "$LOG"
+  echo "=== exit ${PIPESTATUS[0]} after $(($(date +%s) - began)) s" | tee -a "$LOG"
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
   --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
 torch.cuda.get_device_properties(0))" | tee -a "$OUT/gpu.txt"
-FFHQ_TEST_COMPILE_CACHE="$WORK/inductor-tests" timeout 110 python3 -m pytest -c /dev/null \
-  --rootdir . -p no:cacheprovider -m gpu -k "${PYTEST_K:-}" -q -rs --durations=0 \
-  ffhq_aging_assets_tests/test_lib_segment.py \
-  ffhq_aging_assets_tests/test_benchmarks_segment_variants.py 2>&1 | grep -v '^DEBUG' | tee "$OUT/pytest.log"
-timeout 420 python3 -m benchmarks.segment chunk --work "$WORK" --device cuda --images "$IMAGES" \
-  --resolution "$RES" --batch-size 64 \
-  --variants eager,eager-fp32,eager-fp32-nchw,eager-fp32-nchw-search,cold,warm,eager-fp32-search \
-  --json "$OUT/chunk.json" 2>&1 | tee "$OUT/chunk.log"
-if [ "${THROUGHPUT:-0}" = 1 ]; then
-  timeout 120 python3 -m benchmarks.segment throughput --device cuda --images 512 --rounds 1 \
-    --published-images 64 --published-modes fp32 --cache "$WORK/inductor" \
-    --variants eager-bf16:64,eager-fp32:64,compiled-bf16:64 \
-    --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
-fi
-echo "=== summary ==="
-tail -n 8 "$OUT/pytest.log"
-grep -h '^|\|faces at\|published model vs' "$OUT"/chunk.log "$OUT"/throughput.log 2>/dev/null
+g++ --version | head -n 1 | tee -a "$OUT/gpu.txt"
+
+chunk() {
+  local limit=$1 res=$2 variants=$3
+  stage "$limit" python3 -m benchmarks.segment chunk --work "$WORK/$res" --aot-cache "$WORK/aot" \
+    --device cuda --images "$IMAGES" --resolution "$res" --batch-size 64 \
+    --variants "$variants" --json "$OUT/chunk$res.json"
+}
+published() {
+  local limit=$1 res=$2
+  stage "$limit" python3 -m benchmarks.segment throughput --device cuda --images 128 --rounds 1 \
+    --published-images 64 --published-modes fp32 --face-size "$res" --resolution "$res" \
+    --variants eager-bf16:64 --json "$OUT/published$res.json"
+}
+
+chunk 290 256 eager,eager-fp32-nchw,aotcold,aot,eager-fp32-limit1,eager-fp32,aot-fp32-nchw,aot-fp32-nchw
+published 45 256
+chunk 130 1024 eager,aot,eager-fp32-nchw,aot-fp32-nchw
+published 45 1024
+echo "=== summary ===" | tee -a "$LOG"
+grep -h '^|\|faces at\|published model vs\|^=== exit' "$LOG"

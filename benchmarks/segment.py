@@ -21,12 +21,16 @@ published loop, and its logits error against strict fp32 logits of the published
 loads the checkpoint (written in the published format), prepares the model, segments
 ``--images`` face PNGs from disk and writes their masks, as ``segmentation_masks`` does (in
 bf16 with its fp32 comparison on 8 faces). Variants: ``eager``, ``cold`` (compiled, empty
-inductor cache) and ``warm`` (compiled again in a new process with the cache the cold step
-left), each with optional ``-`` flags: ``device`` resizes on the GPU instead of with PIL on the
+inductor cache), ``warm`` (compiled again in a new process with the cache the cold step
+left), ``aotcold`` (the AOTInductor package built into an empty folder, then loaded) and
+``aot`` (the package loaded, built only if missing); an AOT step compares its masks with the
+eager model's on 8 faces and reports that, then runs the package on every face. Each takes
+optional ``-`` flags: ``device`` resizes on the GPU instead of with PIL on the
 loaders; ``procs`` decodes in loader processes instead of threads (``threads``, the
 default); ``fp32`` runs the step in strict fp32 (what ``precision auto`` falls back to)
 without the comparison; ``search`` or ``nosearch`` forces cuDNN's algorithm search on or off
-(default: on in bf16 only); ``nchw`` keeps the model in the default layout, not channels-last.
+(default: on in bf16 only); ``limitN`` searches, trying at most N algorithms per convolution
+(``cudnn.benchmark_limit``); ``nchw`` keeps the model in the default layout, not channels-last.
 ``device``, ``procs``, ``search`` and ``nosearch`` are the engine variants of
 ``benchmarks/segment_variants.py``; without them a step runs the production ``segment_files``.
 Reports wall time per step from process start, where the step's time went (waiting for
@@ -37,7 +41,6 @@ agreement with the first step's.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import copy
 import functools
 import json
@@ -56,9 +59,23 @@ import torch
 
 from benchmarks.segment_variants import segment_files_variant
 from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
+from ffhq_aging_assets.lib.precision import search_pays
 from ffhq_aging_assets.lib.segment import fidelity, segment_files, segment_images
-from ffhq_aging_assets.lib.segment_input import normalize, published_input
-from ffhq_aging_assets.lib.segment_model import forward, prepare_model, resolve_device, strict_fp32
+from ffhq_aging_assets.lib.segment_aot import (
+    build_package,
+    file_digest,
+    load_package,
+    package_key,
+    package_path,
+)
+from ffhq_aging_assets.lib.segment_input import normalize, published_input, read_face
+from ffhq_aging_assets.lib.segment_model import (
+    cudnn_search,
+    forward,
+    prepare_model,
+    resolve_device,
+    strict_fp32,
+)
 from ffhq_aging_assets_tests.published_segment import published_loop
 from ffhq_aging_assets_tests.synthetic import seeded_deeplab_state, write_published_checkpoint
 
@@ -250,18 +267,25 @@ def step(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     t = time.perf_counter()
     mode, *flags = args.variant.split("-")
+    limits = [int(f[5:]) for f in flags if f.startswith("limit") and f[5:].isdigit()]
     unknown = set(flags) - {"device", "threads", "procs", "fp32", "search", "nosearch", "nchw"}
-    if mode not in ("eager", "cold", "warm") or unknown:
+    unknown -= {f"limit{n}" for n in limits}
+    if mode not in ("eager", "cold", "warm", "aot", "aotcold") or unknown:
         raise SystemExit(f"variant {args.variant!r}: unknown mode or flags {sorted(unknown)}")
-    compiled = mode != "eager"
+    compiled = mode in ("cold", "warm")
     processes = "procs" in flags
     search = True if "search" in flags else False if "nosearch" in flags else None
+    if limits:
+        # cuDNN tries at most this many algorithms per convolution in its search.
+        torch.backends.cudnn.benchmark_limit = limits[0]
+        search = True
+    channels_last = "nchw" not in flags
     model = prepare_model(
         load_deeplab(Path(args.weights)),
         device,
         compile=compiled,
         cache_dir=Path(args.cache),
-        channels_last="nchw" not in flags,
+        channels_last=channels_last,
     )
     sync(device)
     load = time.perf_counter() - t
@@ -271,6 +295,9 @@ def step(args: argparse.Namespace) -> None:
     if args.precision == "bf16" and device.type == "cuda":
         agreement = fidelity(model, face_files[:8], args.resolution, device, args.batch_size)
     check = time.perf_counter() - t
+    aot: dict = {}
+    if mode.startswith("aot"):
+        model, aot = ahead_of_time(model, args, device, face_files[:8], channels_last, search)
     out = Path(args.masks)
     out.mkdir(parents=True, exist_ok=True)
     masks = [out / f.name for f in face_files]
@@ -295,14 +322,51 @@ def step(args: argparse.Namespace) -> None:
         "model_s": run.model_seconds,
         "write_wait_s": run.write_wait_seconds,
         "masks": run.masks,
+        **aot,
     }
     print(json.dumps(row))
+
+
+def ahead_of_time(
+    eager: torch.nn.Module,
+    args: argparse.Namespace,
+    device: torch.device,
+    sample: list[Path],
+    channels_last: bool,
+    search: bool | None,
+) -> tuple[torch.nn.Module, dict]:
+    """Build (if missing) and load the step's AOTInductor package; its masks on ``sample``
+    against the eager model's. The step then runs the package whatever they say, to time it
+    (``segmentation_masks`` would keep the eager model unless they are equal)."""
+    key = package_key(
+        device, args.batch_size, args.precision, channels_last, file_digest(Path(args.weights))
+    )
+    path = package_path(Path(args.aot_cache), key)
+    t = time.perf_counter()
+    built = build_package(eager, path, args.batch_size, args.precision, channels_last)
+    build = time.perf_counter() - t
+    t = time.perf_counter()
+    aot = load_package(path, eager, args.batch_size, args.precision, channels_last)
+    sync(device)
+    load = time.perf_counter() - t
+    faces = [read_face(f) for f in sample]
+    run = {"prepared": True, "precision": args.precision}
+    with cudnn_search(search_pays(args.precision) if search is None else search):
+        ours = segment_images(aot, faces, args.resolution, device, args.batch_size, **run)
+        theirs = segment_images(eager, faces, args.resolution, device, args.batch_size, **run)
+    return aot, {
+        "aot_built": built,
+        "aot_build_s": build,
+        "aot_load_s": load,
+        "aot_bytes": path.stat().st_size,
+        "aot_vs_eager": float((ours == theirs).mean()),
+    }
 
 
 def chunk(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     work = Path(args.work)
-    face_dir = work / "faces"
+    face_dir = work / f"faces-{args.resolution}"
     weights = work / "deeplab_model.pth"
     if not weights.is_file():
         work.mkdir(parents=True, exist_ok=True)
@@ -310,16 +374,13 @@ def chunk(args: argparse.Namespace) -> dict:
     if len(list(face_dir.glob("*.png"))) != args.images:
         shutil.rmtree(face_dir, ignore_errors=True)
         face_dir.mkdir(parents=True)
-        with cf.ThreadPoolExecutor() as pool:
-            list(
-                pool.map(
-                    lambda i, f: PIL.Image.fromarray(f).save(
-                        face_dir / f"{i:05d}.png", compress_level=1
-                    ),
-                    range(args.images),
-                    faces(args.images, args.resolution),
-                )
-            )
+        # The faces cycle through three images: encode each once, copy the files.
+        base = faces(3, args.resolution)
+        for i in range(args.images):
+            if i < len(base):
+                PIL.Image.fromarray(base[i]).save(face_dir / f"{i:05d}.png", compress_level=1)
+            else:
+                shutil.copyfile(face_dir / f"{i % len(base):05d}.png", face_dir / f"{i:05d}.png")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     result: dict = {
         "mode": "chunk",
@@ -332,24 +393,33 @@ def chunk(args: argparse.Namespace) -> dict:
         "steps": [],
     }
     cache = work / "inductor"
+    aot_cache = Path(args.aot_cache) if args.aot_cache else work / "aot"
     reference = None
+    failed: list[str] = []
     for variant in args.variants.split(","):
         if variant == "cold":
             shutil.rmtree(cache, ignore_errors=True)
+        if variant.startswith("aotcold"):
+            shutil.rmtree(aot_cache, ignore_errors=True)
         masks = work / f"masks-{variant}"
         shutil.rmtree(masks, ignore_errors=True)
         command = [sys.executable, "-m", "benchmarks.segment", "step", "--variant", variant]
         command += ["--device", str(device)]
         command += ["--weights", str(weights), "--faces", str(face_dir), "--masks", str(masks)]
         command += ["--cache", str(cache), "--resolution", str(args.resolution)]
+        command += ["--aot-cache", str(aot_cache)]
         precision = "fp32" if "fp32" in variant.split("-") else args.precision
         command += ["--batch-size", str(args.batch_size), "--precision", precision]
         t = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
         wall = time.perf_counter() - t
         if proc.returncode:
-            print(proc.stdout, proc.stderr, sep="\n")
-            raise SystemExit(f"step {variant} failed with exit code {proc.returncode}")
+            # The next variants still run: one that fails on a machine lent for minutes must
+            # not cost the others.
+            print(proc.stdout[-3000:], proc.stderr[-6000:], sep="\n")
+            print(f"step {variant} failed with exit code {proc.returncode}", flush=True)
+            failed.append(variant)
+            continue
         row = {"variant": variant, "precision": precision, "wall_s": wall}
         row.update(json.loads(proc.stdout.splitlines()[-1]))
         row["img_s_wall"] = args.images / wall
@@ -363,17 +433,26 @@ def chunk(args: argparse.Namespace) -> dict:
     print(f"{args.images} faces at {args.resolution}, batch {args.batch_size}, {result['device']}")
     print(
         "| step | precision | wall s | load s | fp32 check s | first batch s | input wait s "
-        "| model s | write wait s | img/s (wall) | agreement |"
+        "| model s | write wait s | img/s (wall) | agreement | AOT build s | AOT load s "
+        "| AOT vs eager |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["steps"]:
+        aot = (
+            f"| {r['aot_build_s']:.1f} | {r['aot_load_s']:.1f} | {r['aot_vs_eager'] * 100:.2f}% |"
+            if "aot_vs_eager" in r
+            else "| | | |"
+        )
         print(
             f"| {r['variant']} | {r['precision']} | {r['wall_s']:.1f} | {r['load_s']:.1f} "
             f"| {r['fidelity_s']:.1f} | {r['first_batch_s']:.1f} | {r['input_wait_s']:.1f} "
             f"| {r['model_s']:.1f} "
             f"| {r['write_wait_s']:.1f} | {r['img_s_wall']:.1f} "
-            f"| {r['agreement_with_first'] * 100:.2f}% |"
+            f"| {r['agreement_with_first'] * 100:.2f}% {aot}"
         )
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    result["failed"] = failed
     return result
 
 
@@ -411,7 +490,9 @@ def main() -> None:
     c.add_argument("--variants", default="eager,cold,warm")
     c.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     c.add_argument("--json", default=None)
+    c.add_argument("--aot-cache", default=None, help="AOTInductor packages (default WORK/aot)")
     s = sub.add_parser("step")
+    s.add_argument("--aot-cache", required=True)
     for flag in ("--variant", "--device", "--weights", "--faces", "--masks", "--cache"):
         s.add_argument(flag, required=True)
     s.add_argument("--resolution", type=int, required=True)

@@ -49,7 +49,7 @@ def test_every_existing_flag_sets_its_field(tmp_path: Path, monkeypatch) -> None
     config = build_config(
         *("--limit", "7", "--resolution", "128", "--root", "out", "--mode", "fast"),
         *("--num-processes", "3", "--keep-sources", "--no-verify-pixels", "--device", "cpu"),
-        *("--batch-size", "2", "--precision", "fp32", "--fidelity-faces", "4", "--compile"),
+        *("--batch-size", "2", "--precision", "fp32", "--fidelity-faces", "4", "--compile", "aot"),
         *("--weights", "w.pth", "--weights-md5", "abc", "--weights-size", "10"),
         *("--labels-csv", "https://example.com/l.csv", "--labels-md5", "def"),
         *("--num-threads", "2", "--num-attempts", "9", "--min-rate", "1000"),
@@ -71,7 +71,7 @@ def test_every_existing_flag_sets_its_field(tmp_path: Path, monkeypatch) -> None
         "batch_size": 2,
         "precision": "fp32",
         "fidelity_faces": 4,
-        "compile": True,
+        "compile": "aot",
     }
     assert resources["dataset"]["config"] == {
         "root": str(tmp_path / "out"),

@@ -53,7 +53,7 @@ def test_valid_masks_are_kept_and_described_without_the_model(tmp_path: Path) ->
     assert done.computed == 0 and done.run is None and done.images_per_second == 0.0
     assert done.audit.valid == numbers and not done.audit.missing and not done.audit.malformed
     assert done.record == record and done.precision == "fp32" and done.agreement is None
-    assert done.device == "cpu" and done.batch_size > 0 and not done.compiled
+    assert done.device == "cpu" and done.batch_size > 0 and done.engine == "eager"
     assert layout.mask(0).stat().st_mtime_ns == kept
     assert done.stats.num_rows == 3 and done.stats_path == layout.mask_stats_table("00000")
     assert done.stats_path.stat().st_size == done.stats_bytes

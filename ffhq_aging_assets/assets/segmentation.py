@@ -50,13 +50,14 @@ class SegmentConfig(dg.Config):
         "in fp32; the pixel agreement picks the precision (auto) and gates the chunk "
         "(mask_fidelity). 0 skips the comparison (auto then keeps fp32).",
     )
-    compile: bool = Field(
-        default=False,
-        description="On CUDA, torch.compile the model, its kernels cached under the root "
-        "(cache/torchinductor, or $TORCHINDUCTOR_CACHE_DIR) for later steps. Measured on an "
-        "H200: 2-4x the eager model's rate, but even with a warm cache each step spends about "
-        "10 s more setting up, more than a 1,000-image chunk saves; worth it for larger "
-        "steps. Ignored on the CPU.",
+    compile: Literal["off", "aot", "jit"] = Field(
+        default="off",
+        description="On CUDA: aot loads the model compiled ahead of time (AOTInductor, built "
+        "once per GPU type, batch and precision under the root in cache/aot, about a minute) "
+        "and uses it only where its masks equal the eager model's on the sampled faces; jit "
+        "runs torch.compile in every step, its kernels cached under the root "
+        "(cache/torchinductor, or $TORCHINDUCTOR_CACHE_DIR), about 10 s more set-up per step "
+        "than eager. Ignored on the CPU.",
     )
 
 
@@ -96,7 +97,7 @@ MASKS = dg.AssetSpec(
     "published DeepLabV3 (ResNet-101, GroupNorm, weight standardisation) through the published "
     "preprocessing. The checkpoint is fetched once and verified; the model loads once per step, "
     "on CUDA when present (bf16 or strict fp32, channels-last, batched, faces decoded on loader "
-    "threads, optionally compiled with its kernels cached under the root) or on the CPU (fp32, "
+    "threads, optionally compiled ahead of time or in the step) or on the CPU (fp32, "
     "batched, every core). In bf16 a sample of faces is also segmented in fp32 and the "
     "agreement picks the precision (auto) and gates the chunk; the chunk's precision record "
     "(`tables/mask_fidelity_{R}/{chunk}.json`, present while bf16 masks exist) is in the "
@@ -180,7 +181,8 @@ def segmentation_masks(
             "computed": done.computed,
             "device": done.device,
             "batch_size": done.batch_size,
-            "compiled": done.compiled,
+            "engine": done.engine,
+            **({"aot_agreement": done.aot_agreement} if done.aot_agreement is not None else {}),
             "precision": done.precision,
             "masks_precision": done.record.precision,
             **({"bf16_fp32_agreement": done.agreement} if done.agreement is not None else {}),

@@ -67,6 +67,11 @@ class DatasetLayout:
         """Inductor's compiled kernels, kept for later steps."""
         return self.root / "cache" / "torchinductor"
 
+    @property
+    def aot_packages(self) -> Path:
+        """Ahead-of-time compiled segmentation models, one file per device type and shape."""
+        return self.root / "cache" / "aot"
+
     # The dataset itself.
     @property
     def dataset_dir(self) -> Path:

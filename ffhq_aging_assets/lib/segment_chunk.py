@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,13 +38,22 @@ from ffhq_aging_assets.lib.precision import (
     step_precision,
     write_precision_record,
 )
-from ffhq_aging_assets.lib.segment import SegmentRun, fidelity, segment_files
-from ffhq_aging_assets.lib.segment_model import batch_size_for, prepare_model, resolve_device
+from ffhq_aging_assets.lib.segment import SegmentRun, fidelity, segment_files, segment_images
+from ffhq_aging_assets.lib.segment_aot import build_package, file_digest, load_package, package_key
+from ffhq_aging_assets.lib.segment_aot import package_path as aot_package_path
+from ffhq_aging_assets.lib.segment_input import read_face
+from ffhq_aging_assets.lib.segment_model import (
+    batch_size_for,
+    channels_last_of,
+    prepare_model,
+    resolve_device,
+)
 from ffhq_aging_assets.lib.tables import write_table
 
 # Seconds between two progress lines of a chunk's masks.
 PROGRESS_SECONDS = 2.0
 MEAN_FRACTIONS = ("frac_skin", "frac_hair", "frac_background")
+CompileMode = Literal["off", "aot", "jit"]
 
 
 class ChunkNotReady(Exception):
@@ -59,7 +69,8 @@ class ChunkSegmentation:
     computed: int
     device: str
     batch_size: int
-    compiled: bool
+    engine: str
+    aot_agreement: float | None
     precision: str
     agreement: float | None
     record: PrecisionRecord
@@ -111,7 +122,7 @@ def segment_chunk(
     batch_size: int = 0,
     precision: PrecisionSetting = "auto",
     fidelity_faces: int = 8,
-    compile: bool = False,
+    compile: CompileMode = "off",
     log: Callable[[str], None] = _quiet,
 ) -> ChunkSegmentation:
     """Compute the chunk's missing or invalid masks, then audit and describe all of them.
@@ -137,7 +148,9 @@ def segment_chunk(
     todo = [i for i, m in enumerate(masks) if not is_valid_image(m, layout.resolution, "L")]
     dev = resolve_device(device)
     batch = batch_size_for(dev, batch_size)
-    compiled = compile and dev.type == "cuda"
+    compiled: CompileMode = compile if dev.type == "cuda" else "off"
+    engine = {"off": "eager", "aot": "eager", "jit": "torch.compile"}[compiled]
+    aot_agreement = None
     step = step_precision(precision, dev.type)
     record_path = layout.precision_record(chunk)
     try:
@@ -148,7 +161,7 @@ def segment_chunk(
     start = time.perf_counter()
     run, prepared, measured = None, 0.0, None
     if todo:
-        model = _load_model(layout, dev, compiled, log)
+        model = _load_model(layout, dev, compiled == "jit", log)
         sample = [faces[todo[k]] for k in fidelity_sample(len(todo), fidelity_faces)]
         if step != "fp32" and sample:
             measured = fidelity(model, sample, layout.resolution, dev, batch)
@@ -161,6 +174,10 @@ def segment_chunk(
         record = merge_precision_record(record, chosen, measured, len(sample))
         # Written before any mask: a step that dies half-way leaves the truth about its masks.
         write_precision_record(record_path, record)
+        if compiled == "aot":
+            model, engine, aot_agreement = _ahead_of_time(
+                layout, model, dev, batch, chosen, sample, log
+            )
         prepared = time.perf_counter() - start
 
         reported = [-PROGRESS_SECONDS]
@@ -200,7 +217,8 @@ def segment_chunk(
         computed=len(todo),
         device=str(dev),
         batch_size=batch,
-        compiled=compiled,
+        engine=engine,
+        aot_agreement=aot_agreement,
         precision=step,
         agreement=measured,
         record=record,
@@ -218,16 +236,65 @@ def segment_chunk(
 
 
 def _load_model(
-    layout: DatasetLayout, device: torch.device, compiled: bool, log: Callable[[str], None]
+    layout: DatasetLayout, device: torch.device, jit: bool, log: Callable[[str], None]
 ) -> nn.Module:
-    """The checkpoint's model prepared for ``device``; compiled kernels cached under the root."""
+    """The checkpoint's model prepared for ``device``; with ``jit``, under ``torch.compile``."""
     weights = layout.checkpoint
     if not weights.is_file():
         raise ChunkNotReady(f"no checkpoint at {weights}: materialize deeplab_checkpoint first")
     cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or layout.compile_cache)
     model = prepare_model(
-        load_deeplab(weights), device, compile=compiled, cache_dir=cache if compiled else None
+        load_deeplab(weights), device, compile=jit, cache_dir=cache if jit else None
     )
-    if compiled:
+    if jit:
         log(f"torch.compile on {device}; kernels cached in {cache}")
     return model
+
+
+def _ahead_of_time(
+    layout: DatasetLayout,
+    eager: nn.Module,
+    device: torch.device,
+    batch: int,
+    precision: Precision,
+    sample: Sequence[Path],
+    log: Callable[[str], None],
+) -> tuple[nn.Module, str, float | None]:
+    """The AOTInductor package of ``eager`` where its masks equal the eager model's, else eager.
+
+    Returns the model the chunk runs, its engine's name and the pixel agreement of the two on
+    the sampled faces. The package is built on first use (about a minute on an H200, once per
+    key); the comparison runs on every step, on the chunk's own sampled faces, and only exact
+    equality lets the package compute the chunk. A package that fails to build or load leaves
+    the eager model in charge, with the reason in the log and the step's metadata.
+    """
+    if not sample:
+        log("compile aot: no faces sampled (fidelity_faces 0), so nothing to compare; eager kept")
+        return eager, "eager (aot not compared)", None
+    channels_last = channels_last_of(eager)
+    key = package_key(device, batch, precision, channels_last, file_digest(layout.checkpoint))
+    path = aot_package_path(layout.aot_packages, key)
+    try:
+        began = time.perf_counter()
+        if build_package(eager, path, batch, precision, channels_last):
+            log(f"compile aot: built {path} in {time.perf_counter() - began:.0f} s")
+        aot = load_package(path, eager, batch, precision, channels_last)
+        faces = [read_face(face) for face in sample]
+        ours = segment_images(
+            aot, faces, layout.resolution, device, batch, prepared=True, precision=precision
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure to compile leaves the eager model
+        log(f"compile aot: {type(exc).__name__}: {exc}; the eager model computes the chunk")
+        return eager, f"eager (aot failed: {type(exc).__name__})", None
+    theirs = segment_images(
+        eager, faces, layout.resolution, device, batch, prepared=True, precision=precision
+    )
+    agreement = float((ours == theirs).mean())
+    if agreement < 1.0:
+        log(
+            f"compile aot: its masks equal the eager model's on {agreement:.4%} of the pixels "
+            f"of {len(faces)} faces, not all; the eager model computes the chunk"
+        )
+        return eager, "eager (aot masks differ)", agreement
+    log(f"compile aot: {path.name} loaded; its masks equal the eager model's on {len(faces)} faces")
+    return aot, "aot", agreement

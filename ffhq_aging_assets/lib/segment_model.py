@@ -3,7 +3,8 @@
 The model's weights are folded once (no weight standardisation per forward). On CUDA it runs
 channels-last under bf16 autocast or in strict fp32, optionally compiled by ``torch.compile``
 with inductor's caches in a persistent folder, so that the next step, a fresh process, loads
-the compiled kernels instead of compiling again. The CPU computes in fp32.
+the compiled kernels instead of compiling again (ahead-of-time packages: ``segment_aot``). The
+CPU computes in fp32.
 """
 
 from __future__ import annotations
@@ -102,6 +103,15 @@ def cudnn_search(on: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved
 
 
+def channels_last_of(model: nn.Module) -> bool:
+    """Whether ``model`` wants its input channels-last: as it was built, or as its weights are."""
+    built = getattr(model, "channels_last", None)
+    if built is not None:
+        return bool(built)
+    weight = next(p for p in model.parameters() if p.dim() == 4)
+    return weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def forward(model: nn.Module, x: torch.Tensor, precision: str = "bf16") -> torch.Tensor:
     """The model's logits for normalised NCHW ``x``, computed as the engine computes them.
 
@@ -109,10 +119,12 @@ def forward(model: nn.Module, x: torch.Tensor, precision: str = "bf16") -> torch
     autocast (``bf16``) or in strict fp32 (``fp32``, TF32 off for the call). The CPU always
     computes in fp32.
     """
+    built = getattr(model, "precision", None)  # a compiled package runs one precision
+    if built is not None and built != precision:
+        raise ValueError(f"this model was compiled for {built}, not {precision}")
     if x.device.type != "cuda":
         return model(x)
-    weight = next(p for p in model.parameters() if p.dim() == 4)
-    if weight.is_contiguous(memory_format=torch.channels_last):
+    if channels_last_of(model):
         x = x.contiguous(memory_format=torch.channels_last)
     else:
         x = x.contiguous()
