@@ -6,7 +6,8 @@
 #    packages (bf16 channels-last, fp32 NCHW): built into an empty folder, then loaded warm;
 # 2. the published loop on the same card (batch 1, strict fp32), faces at 256;
 # 3. the same steps at 1024 with the packages 1. built;
-# 4. the published loop with faces at 1024.
+# 4. the published loop with faces at 1024;
+# 5. with PYTEST=1, the GPU tests (PYTEST_K selects; PYTEST_LIMIT seconds).
 # Each stage has its own time limit, and every row is logged as it comes, so a stage cut short
 # keeps what it measured. Needs python3 with torch, numpy, pillow, scipy, pyarrow and requests;
 # Dagster is not needed. Writes to $OUT (default /tmp/gpu_check): gpu.txt, all.log and one JSON
@@ -52,5 +53,11 @@ chunk 290 256 eager,eager-fp32-nchw,aotcold,aot,eager-fp32-limit1,eager-fp32,aot
 published 45 256
 chunk 130 1024 eager,aot,eager-fp32-nchw,aot-fp32-nchw
 published 45 1024
+if [ "${PYTEST:-0}" = 1 ]; then
+  # The GPU tests (-m gpu): about a minute without the compiled ones, three with them.
+  stage "${PYTEST_LIMIT:-90}" python3 -m pytest -c /dev/null --rootdir . -p no:cacheprovider -m gpu \
+    -k "${PYTEST_K:-not compiled and not aot}" -q -rs --durations=0 \
+    ffhq_aging_assets_tests/test_lib_segment.py ffhq_aging_assets_tests/test_benchmarks_segment_variants.py
+fi
 echo "=== summary ===" | tee -a "$LOG"
 grep -h '^|\|faces at\|published model vs\|^=== exit' "$LOG"
