@@ -17,6 +17,9 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 IMAGES=${1:-1000}
 WORK=${WORK:-/tmp/ffhq_seg_bench}
+# DEVICE=cpu BATCH=4 with 4 images tries the script's plumbing on a machine without a GPU.
+DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-64}
 LOG="$OUT/all.log"
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -39,14 +42,14 @@ g++ --version | head -n 1 | tee -a "$OUT/gpu.txt"
 chunk() {
   local limit=$1 res=$2 variants=$3
   stage "$limit" python3 -m benchmarks.segment chunk --work "$WORK/$res" --aot-cache "$WORK/aot" \
-    --device cuda --images "$IMAGES" --resolution "$res" --batch-size 64 \
+    --device "$DEVICE" --images "$IMAGES" --resolution "$res" --batch-size "$BATCH" \
     --variants "$variants" --json "$OUT/chunk$res.json"
 }
 published() {
   local limit=$1 res=$2
-  stage "$limit" python3 -m benchmarks.segment throughput --device cuda --images 128 --rounds 1 \
-    --published-images 64 --published-modes fp32 --face-size "$res" --resolution "$res" \
-    --variants eager-bf16:64 --json "$OUT/published$res.json"
+  stage "$limit" python3 -m benchmarks.segment throughput --device "$DEVICE" --images $((2 * BATCH)) \
+    --rounds 1 --published-images "$BATCH" --published-modes fp32 --face-size "$res" \
+    --resolution "$res" --variants "eager-bf16:$BATCH" --json "$OUT/published$res.json"
 }
 
 chunk 290 256 eager,eager-fp32-nchw,aotcold,aot,eager-fp32-limit1,eager-fp32,aot-fp32-nchw,aot-fp32-nchw

@@ -198,3 +198,21 @@ def test_a_package_that_cannot_be_built_leaves_the_eager_model(tmp_path, monkeyp
         layout, eager, CPU, BATCH, "fp32", [], lines.append
     )
     assert model is eager and engine == "eager (aot not compared)"
+
+
+def test_a_package_that_does_not_load_is_removed_and_built_again(tmp_path, monkeypatch) -> None:
+    layout = DatasetLayout(tmp_path, 32)
+    layout.checkpoint.parent.mkdir(parents=True)
+    layout.checkpoint.write_bytes(b"weights of a package cut short")
+    sample = _sample(layout, BATCH)
+    key = package_key(CPU, BATCH, "fp32", False, file_digest(layout.checkpoint))
+    path = package_path(layout.aot_packages, key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 not the whole package")  # truncated, or written by another
+    eager, lines = TinyParser(), []
+    model, engine, _ = chunk_module._ahead_of_time(
+        layout, eager, CPU, BATCH, "fp32", sample, lines.append
+    )
+    assert model is eager and engine.startswith("eager (aot failed: ")
+    assert not path.exists() and "removed, so the next step builds it again" in lines[-1]
+    assert str(path) in lines[-1]

@@ -53,8 +53,9 @@ class SegmentConfig(dg.Config):
     compile: Literal["off", "aot", "jit"] = Field(
         default="off",
         description="On CUDA: aot loads the model compiled ahead of time (AOTInductor, built "
-        "once per GPU type, batch and precision under the root in cache/aot, about a minute) "
-        "and uses it only where its masks equal the eager model's on the sampled faces; jit "
+        "by the first step that needs it, once per GPU type, batch, precision and checkpoint, "
+        "under the root in cache/aot) and uses it only where its masks equal the eager "
+        "model's on the sampled faces; jit "
         "runs torch.compile in every step, its kernels cached under the root "
         "(cache/torchinductor, or $TORCHINDUCTOR_CACHE_DIR), about 10 s more set-up per step "
         "than eager. Ignored on the CPU.",

@@ -9,8 +9,9 @@ shape, precision, memory layout and the weights' digest. The first step that nee
 builds it under a lock (two steps at once build it once), to a temporary name that is renamed
 when complete, so a step killed mid-build leaves nothing that a later step loads.
 
-A package holds compiled code that is loaded into the process: it is as trusted as the root
-it lives in, and only packages this module wrote under that root are ever loaded.
+A package holds compiled code that is loaded into the process, so it is as trusted as the
+root it lives in: packages are only ever loaded from the root's own cache folder, by the name
+this module gives them, never from a path that downloaded data names.
 """
 
 from __future__ import annotations

@@ -266,7 +266,8 @@ def _ahead_of_time(
     the sampled faces. The package is built on first use (about a minute on an H200, once per
     key); the comparison runs on every step, on the chunk's own sampled faces, and only exact
     equality lets the package compute the chunk. A package that fails to build or load leaves
-    the eager model in charge, with the reason in the log and the step's metadata.
+    the eager model in charge, with the reason in the log and the step's metadata; one that
+    does not load is removed, so the next step builds it again.
     """
     if not sample:
         log("compile aot: no faces sampled (fidelity_faces 0), so nothing to compare; eager kept")
@@ -274,18 +275,26 @@ def _ahead_of_time(
     channels_last = channels_last_of(eager)
     key = package_key(device, batch, precision, channels_last, file_digest(layout.checkpoint))
     path = aot_package_path(layout.aot_packages, key)
+    began = time.perf_counter()
     try:
-        began = time.perf_counter()
         if build_package(eager, path, batch, precision, channels_last):
             log(f"compile aot: built {path} in {time.perf_counter() - began:.0f} s")
-        aot = load_package(path, eager, batch, precision, channels_last)
-        faces = [read_face(face) for face in sample]
-        ours = segment_images(
-            aot, faces, layout.resolution, device, batch, prepared=True, precision=precision
-        )
     except Exception as exc:  # noqa: BLE001 - any failure to compile leaves the eager model
         log(f"compile aot: {type(exc).__name__}: {exc}; the eager model computes the chunk")
         return eager, f"eager (aot failed: {type(exc).__name__})", None
+    try:
+        aot = load_package(path, eager, batch, precision, channels_last)
+    except Exception as exc:  # noqa: BLE001 - a package that does not load is not reused
+        path.unlink(missing_ok=True)
+        log(
+            f"compile aot: {path} does not load ({type(exc).__name__}: {exc}); removed, so the "
+            "next step builds it again; the eager model computes the chunk"
+        )
+        return eager, f"eager (aot failed: {type(exc).__name__})", None
+    faces = [read_face(face) for face in sample]
+    ours = segment_images(
+        aot, faces, layout.resolution, device, batch, prepared=True, precision=precision
+    )
     theirs = segment_images(
         eager, faces, layout.resolution, device, batch, prepared=True, precision=precision
     )
