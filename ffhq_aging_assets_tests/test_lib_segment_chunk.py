@@ -85,8 +85,12 @@ def test_missing_masks_are_computed_in_fp32_on_the_cpu(
     earlier = PrecisionRecord("bf16", 0.995, 8)  # bf16 masks of an earlier step remain
     write_precision_record(layout.precision_record("00000"), earlier)
     lines: list[str] = []
-    done = segment_chunk(layout, "00000", numbers, device="cpu", precision="auto", log=lines.append)
+    done = segment_chunk(
+        layout, "00000", numbers, device="cpu", precision="auto", compile="aot", log=lines.append
+    )
     assert done.computed == 1 and done.run is not None and done.run.masks == 1
+    assert done.engine == "eager" and done.aot_agreement is None
+    assert "compile aot: ignored on cpu; the eager model computes the chunk" in lines
     assert done.precision == "fp32" and done.agreement is None  # the CPU never compares
     assert done.record == earlier and done.record != ALL_FP32
     assert done.audit.valid == [0, 1] and done.stats.num_rows == 2

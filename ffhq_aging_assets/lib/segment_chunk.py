@@ -161,6 +161,8 @@ def segment_chunk(
     start = time.perf_counter()
     run, prepared, measured = None, 0.0, None
     if todo:
+        if compile != compiled:
+            log(f"compile {compile}: ignored on {dev}; the eager model computes the chunk")
         model = _load_model(layout, dev, compiled == "jit", log)
         sample = [faces[todo[k]] for k in fidelity_sample(len(todo), fidelity_faces)]
         if step != "fp32" and sample:
