@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine, at most 9.5 minutes (run it with timeout_s 580), in order
-# of what it settles:
-# 1. whole chunk steps at 256 (the default resolution), each a fresh process as in a Dagster run:
-#    eager bf16 (the asset's default), strict fp32 in the default layout (NCHW) without a
-#    search and channels-last with a capped cuDNN search (limit1), then the AOTInductor
-#    packages (bf16 channels-last, fp32 NCHW): built into an empty folder, then loaded warm;
-# 2. the published loop on the same card (batch 1, strict fp32), faces at 256;
-# 3. eager bf16, the bf16 package 1. built, and fp32 NCHW at 1024;
-# 4. the published loop with faces at 1024;
-# 5. with PYTEST=1, the GPU tests (PYTEST_K selects; PYTEST_LIMIT seconds).
+# of what it settles, each step a fresh process as in a Dagster run (faces decoded from PNG,
+# masks written, process start included):
+# 1. at 256 (the default resolution): the 2020 script's loop as a step (batch 1, PyTorch's
+#    default numerics), eager bf16 (the asset's default), strict fp32 in the default layout
+#    (NCHW) without a search and channels-last with a capped cuDNN search (limit1);
+# 2. the AOTInductor packages at 256, bf16 channels-last and fp32 NCHW: built into an empty
+#    folder, then loaded warm;
+# 3. at 1024: the published loop, eager bf16, the bf16 package 2. built, and fp32 NCHW;
+# 4. with PYTEST=1, the GPU tests (PYTEST_K selects; PYTEST_LIMIT seconds).
 # Each stage has its own time limit, and every row is logged as it comes, so a stage cut short
 # keeps what it measured. Needs python3 with torch, numpy, pillow, scipy, pyarrow and requests;
 # Dagster is not needed. Writes to $OUT (default /tmp/gpu_check): gpu.txt, all.log and one JSON
@@ -46,20 +46,12 @@ chunk() {
     --device "$DEVICE" --images "$IMAGES" --resolution "$res" --batch-size "$BATCH" \
     --variants "$variants" --json "$OUT/chunk$res$name.json"
 }
-published() {
-  local limit=$1 res=$2
-  stage "$limit" python3 -m benchmarks.segment throughput --device "$DEVICE" --images $((2 * BATCH)) \
-    --rounds 1 --published-images "$BATCH" --published-modes fp32 --face-size "$res" \
-    --resolution "$res" --variants "eager-bf16:$BATCH" --json "$OUT/published$res.json"
-}
-
-# A stage per kind of step, so that a slow compile cannot starve the rest.
-chunk 120 256 a eager,eager-fp32-nchw,eager-fp32-limit1
+# A stage per kind of step, so that a slow compile cannot starve the rest. The published loop
+# runs first in a stage: the agreement column is then each step's agreement with its masks.
+chunk 160 256 a published,eager,eager-fp32-nchw,eager-fp32-limit1
 chunk 150 256 b aotcold,aot
 chunk 120 256 c aot-fp32-nchw,aot-fp32-nchw
-published 45 256
-chunk 80 1024 "" eager,aot,eager-fp32-nchw
-published 45 1024
+chunk 125 1024 "" published,eager,aot,eager-fp32-nchw
 if [ "${PYTEST:-0}" = 1 ]; then
   # The GPU tests (-m gpu): about a minute without the compiled ones, three with them.
   stage "${PYTEST_LIMIT:-90}" python3 -m pytest -c /dev/null --rootdir . -p no:cacheprovider -m gpu \
@@ -67,4 +59,4 @@ if [ "${PYTEST:-0}" = 1 ]; then
     ffhq_aging_assets_tests/test_lib_segment.py ffhq_aging_assets_tests/test_benchmarks_segment_variants.py
 fi
 echo "=== summary ===" | tee -a "$LOG"
-grep -h '^|\|faces at\|published model vs\|^=== exit' "$LOG"
+grep -h '^|\|faces at\|^failed\|^=== exit' "$LOG"

@@ -24,7 +24,9 @@ bf16 with its fp32 comparison on 8 faces). Variants: ``eager``, ``cold`` (compil
 inductor cache), ``warm`` (compiled again in a new process with the cache the cold step
 left), ``aotcold`` (the AOTInductor package built into an empty folder, then loaded) and
 ``aot`` (the package loaded, built only if missing); an AOT step compares its masks with the
-eager model's on 8 faces and reports that, then runs the package on every face. Each takes
+eager model's on 8 faces and reports that, then runs the package on every face. ``published``
+is the 2020 script's loop as a step (batch 1, one face file after another, PyTorch's default
+numerics; ``published-fp32``: strict fp32), the baseline for whole steps. Each takes
 optional ``-`` flags: ``device`` resizes on the GPU instead of with PIL on the
 loaders; ``procs`` decodes in loader processes instead of threads (``threads``, the
 default); ``fp32`` runs the step in strict fp32 (what ``precision auto`` falls back to)
@@ -41,6 +43,7 @@ agreement with the first step's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import json
@@ -270,8 +273,11 @@ def step(args: argparse.Namespace) -> None:
     limits = [int(f[5:]) for f in flags if f.startswith("limit") and f[5:].isdigit()]
     unknown = set(flags) - {"device", "threads", "procs", "fp32", "search", "nosearch", "nchw"}
     unknown -= {f"limit{n}" for n in limits}
-    if mode not in ("eager", "cold", "warm", "aot", "aotcold") or unknown:
+    if mode not in ("eager", "cold", "warm", "aot", "aotcold", "published") or unknown:
         raise SystemExit(f"variant {args.variant!r}: unknown mode or flags {sorted(unknown)}")
+    if mode == "published":
+        published_step(args, device, strict="fp32" in flags)
+        return
     compiled = mode in ("cold", "warm")
     processes = "procs" in flags
     search = True if "search" in flags else False if "nosearch" in flags else None
@@ -323,6 +329,40 @@ def step(args: argparse.Namespace) -> None:
         "write_wait_s": run.write_wait_seconds,
         "masks": run.masks,
         **aot,
+    }
+    print(json.dumps(row))
+
+
+def published_step(args: argparse.Namespace, device: torch.device, strict: bool) -> None:
+    """The 2020 script as one chunk step: the model as published (weights standardised every
+    forward), then for each face file in turn: decode, preprocess, batch 1, argmax, resize,
+    write its mask. PyTorch's default numerics as the script ran them (cuDNN may use TF32), or
+    strict fp32 with ``strict``."""
+    t = time.perf_counter()
+    model = load_deeplab(Path(args.weights)).to(device).eval()
+    sync(device)
+    load = time.perf_counter() - t
+    out = Path(args.masks)
+    out.mkdir(parents=True, exist_ok=True)
+    face_files = sorted(Path(args.faces).glob("*.png"))
+    t = time.perf_counter()
+    first = 0.0
+    with strict_fp32() if strict else contextlib.nullcontext():
+        for face in face_files:
+            mask = published_loop(model, [read_face(face)], args.resolution, str(device))[0]
+            PIL.Image.fromarray(mask).save(out / face.name)
+            first = first or time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    row = {
+        "load_s": load,
+        "fidelity_s": 0.0,
+        "fidelity": None,
+        "first_batch_s": first,
+        "segment_s": seconds,
+        "input_wait_s": 0.0,
+        "model_s": seconds,
+        "write_wait_s": 0.0,
+        "masks": len(face_files),
     }
     print(json.dumps(row))
 
@@ -409,6 +449,8 @@ def chunk(args: argparse.Namespace) -> dict:
         command += ["--cache", str(cache), "--resolution", str(args.resolution)]
         command += ["--aot-cache", str(aot_cache)]
         precision = "fp32" if "fp32" in variant.split("-") else args.precision
+        if variant == "published":
+            precision = "default"  # PyTorch's: fp32, cuDNN convolutions may use TF32
         command += ["--batch-size", str(args.batch_size), "--precision", precision]
         t = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
