@@ -64,13 +64,7 @@ from benchmarks.segment_variants import segment_files_variant
 from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
 from ffhq_aging_assets.lib.precision import search_pays
 from ffhq_aging_assets.lib.segment import fidelity, segment_files, segment_images
-from ffhq_aging_assets.lib.segment_aot import (
-    build_package,
-    file_digest,
-    load_package,
-    package_key,
-    package_path,
-)
+from ffhq_aging_assets.lib.segment_aot import build_package, load_package, package_for
 from ffhq_aging_assets.lib.segment_input import normalize, published_input, read_face
 from ffhq_aging_assets.lib.segment_model import (
     cudnn_search,
@@ -285,13 +279,12 @@ def step(args: argparse.Namespace) -> None:
         # cuDNN tries at most this many algorithms per convolution in its search.
         torch.backends.cudnn.benchmark_limit = limits[0]
         search = True
-    channels_last = "nchw" not in flags
     model = prepare_model(
         load_deeplab(Path(args.weights)),
         device,
         compile=compiled,
         cache_dir=Path(args.cache),
-        channels_last=channels_last,
+        channels_last="nchw" not in flags,
     )
     sync(device)
     load = time.perf_counter() - t
@@ -303,7 +296,7 @@ def step(args: argparse.Namespace) -> None:
     check = time.perf_counter() - t
     aot: dict = {}
     if mode.startswith("aot"):
-        model, aot = ahead_of_time(model, args, device, face_files[:8], channels_last, search)
+        model, aot = ahead_of_time(model, args, device, face_files[:8], search)
     out = Path(args.masks)
     out.mkdir(parents=True, exist_ok=True)
     masks = [out / f.name for f in face_files]
@@ -372,21 +365,19 @@ def ahead_of_time(
     args: argparse.Namespace,
     device: torch.device,
     sample: list[Path],
-    channels_last: bool,
     search: bool | None,
 ) -> tuple[torch.nn.Module, dict]:
     """Build (if missing) and load the step's AOTInductor package; its masks on ``sample``
     against the eager model's. The step then runs the package whatever they say, to time it
     (``segmentation_masks`` would keep the eager model unless they are equal)."""
-    key = package_key(
-        device, args.batch_size, args.precision, channels_last, file_digest(Path(args.weights))
+    path = package_for(
+        Path(args.aot_cache), eager, args.batch_size, args.precision, Path(args.weights)
     )
-    path = package_path(Path(args.aot_cache), key)
     t = time.perf_counter()
-    built = build_package(eager, path, args.batch_size, args.precision, channels_last)
+    built = build_package(eager, path, args.batch_size, args.precision)
     build = time.perf_counter() - t
     t = time.perf_counter()
-    aot = load_package(path, eager, args.batch_size, args.precision, channels_last)
+    aot = load_package(path, eager, args.batch_size, args.precision)
     sync(device)
     load = time.perf_counter() - t
     faces = [read_face(f) for f in sample]

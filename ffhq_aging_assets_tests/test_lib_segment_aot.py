@@ -20,8 +20,8 @@ from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets.lib.segment import segment_images
 from ffhq_aging_assets.lib.segment_aot import (
     AotModel,
-    file_digest,
     load_package,
+    package_for,
     package_key,
     package_path,
 )
@@ -38,7 +38,7 @@ from pathlib import Path
 from ffhq_aging_assets.lib.segment_aot import build_package
 from ffhq_aging_assets_tests.tiny_parser import TinyParser
 print("building", flush=True)
-print(build_package(TinyParser(), Path(sys.argv[1]), int(sys.argv[2]), "fp32", False))
+print(build_package(TinyParser(), Path(sys.argv[1]), int(sys.argv[2]), "fp32"))
 """
 
 
@@ -58,8 +58,7 @@ def built(tmp_path_factory) -> tuple[DatasetLayout, Path]:
     layout = DatasetLayout(tmp_path_factory.mktemp("root"), 32)
     layout.checkpoint.parent.mkdir(parents=True)
     layout.checkpoint.write_bytes(b"the weights this package was built from")
-    key = package_key(CPU, BATCH, "fp32", False, file_digest(layout.checkpoint))
-    path = package_path(layout.aot_packages, key)
+    path = package_for(layout.aot_packages, TinyParser(), BATCH, "fp32", layout.checkpoint)
     path.parent.mkdir(parents=True)
 
     killed = _builder(path)
@@ -101,7 +100,7 @@ def test_every_setting_of_the_key_names_another_package(tmp_path: Path) -> None:
 def test_the_package_computes_the_eager_models_logits(built) -> None:
     _, path = built
     eager = TinyParser()
-    aot = load_package(path, eager, BATCH, "fp32", False)
+    aot = load_package(path, eager, BATCH, "fp32")
     # Channels-last strides, as the normalised batches have: the package makes them its own.
     x = torch.randn(BATCH, 513, 513, 3, generator=torch.Generator().manual_seed(1))
     x = x.permute(0, 3, 1, 2)
@@ -205,8 +204,7 @@ def test_a_package_that_does_not_load_is_removed_and_built_again(tmp_path, monke
     layout.checkpoint.parent.mkdir(parents=True)
     layout.checkpoint.write_bytes(b"weights of a package cut short")
     sample = _sample(layout, BATCH)
-    key = package_key(CPU, BATCH, "fp32", False, file_digest(layout.checkpoint))
-    path = package_path(layout.aot_packages, key)
+    path = package_for(layout.aot_packages, TinyParser(), BATCH, "fp32", layout.checkpoint)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PK\x03\x04 not the whole package")  # truncated, or written by another
     eager, lines = TinyParser(), []

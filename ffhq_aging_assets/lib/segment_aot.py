@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ffhq_aging_assets.lib.segment_input import INPUT_SIZE
-from ffhq_aging_assets.lib.segment_model import strict_fp32
+from ffhq_aging_assets.lib.segment_model import channels_last_of, strict_fp32
 
 # Bumped when what a package holds or how it is built changes: older packages are then unused.
 PACKAGE_FORMAT = 1
@@ -79,6 +79,13 @@ def package_path(folder: Path, key: dict[str, object]) -> Path:
     batch = key["input"][0]  # type: ignore[index]
     layout = "nhwc" if key["channels_last"] else "nchw"
     return folder / f"deeplab-{key['precision']}-{layout}-b{batch}-{digest}.pt2"
+
+
+def package_for(folder: Path, model: nn.Module, batch: int, precision: str, weights: Path) -> Path:
+    """Where the package of ``model`` (prepared, from the checkpoint ``weights``) lives."""
+    device = next(model.parameters()).device
+    key = package_key(device, batch, precision, channels_last_of(model), file_digest(weights))
+    return package_path(folder, key)
 
 
 class _Autocast(nn.Module):
@@ -151,9 +158,7 @@ def _partial_paths(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.stem}.*.partial.pt2"))
 
 
-def build_package(
-    model: nn.Module, path: Path, batch: int, precision: str, channels_last: bool
-) -> bool:
+def build_package(model: nn.Module, path: Path, batch: int, precision: str) -> bool:
     """Compile ``model`` (prepared, on its device) into the package at ``path`` unless it exists.
 
     Returns whether this call built it. Under the package's lock: a second process asking for
@@ -161,6 +166,7 @@ def build_package(
     removed first.
     """
     device = next(model.parameters()).device
+    channels_last = channels_last_of(model)
     with _locked(path.with_name(f".{path.name}.lock")):
         if path.is_file():
             return False
@@ -182,11 +188,9 @@ def build_package(
         return True
 
 
-def load_package(
-    path: Path, eager: nn.Module, batch: int, precision: str, channels_last: bool
-) -> AotModel:
-    """The package at ``path``, on ``eager``'s device, ready to call."""
+def load_package(path: Path, eager: nn.Module, batch: int, precision: str) -> AotModel:
+    """The package at ``path``, built from ``eager``, on its device, ready to call."""
     device = next(eager.parameters()).device
     index = device.index if device.type == "cuda" and device.index is not None else -1
     runner = torch._inductor.aoti_load_package(str(path), device_index=index)
-    return AotModel(runner, eager, path, batch, precision, channels_last)
+    return AotModel(runner, eager, path, batch, precision, channels_last_of(eager))

@@ -39,15 +39,9 @@ from ffhq_aging_assets.lib.precision import (
     write_precision_record,
 )
 from ffhq_aging_assets.lib.segment import SegmentRun, fidelity, segment_files, segment_images
-from ffhq_aging_assets.lib.segment_aot import build_package, file_digest, load_package, package_key
-from ffhq_aging_assets.lib.segment_aot import package_path as aot_package_path
+from ffhq_aging_assets.lib.segment_aot import build_package, load_package, package_for
 from ffhq_aging_assets.lib.segment_input import read_face
-from ffhq_aging_assets.lib.segment_model import (
-    batch_size_for,
-    channels_last_of,
-    prepare_model,
-    resolve_device,
-)
+from ffhq_aging_assets.lib.segment_model import batch_size_for, prepare_model, resolve_device
 from ffhq_aging_assets.lib.tables import write_table
 
 # Seconds between two progress lines of a chunk's masks.
@@ -274,18 +268,16 @@ def _ahead_of_time(
     if not sample:
         log("compile aot: no faces sampled (fidelity_faces 0), so nothing to compare; eager kept")
         return eager, "eager (aot not compared)", None
-    channels_last = channels_last_of(eager)
-    key = package_key(device, batch, precision, channels_last, file_digest(layout.checkpoint))
-    path = aot_package_path(layout.aot_packages, key)
+    path = package_for(layout.aot_packages, eager, batch, precision, layout.checkpoint)
     began = time.perf_counter()
     try:
-        if build_package(eager, path, batch, precision, channels_last):
+        if build_package(eager, path, batch, precision):
             log(f"compile aot: built {path} in {time.perf_counter() - began:.0f} s")
     except Exception as exc:  # noqa: BLE001 - any failure to compile leaves the eager model
         log(f"compile aot: {type(exc).__name__}: {exc}; the eager model computes the chunk")
         return eager, f"eager (aot failed: {type(exc).__name__})", None
     try:
-        aot = load_package(path, eager, batch, precision, channels_last)
+        aot = load_package(path, eager, batch, precision)
     except Exception as exc:  # noqa: BLE001 - a package that does not load is not reused
         path.unlink(missing_ok=True)
         log(
