@@ -259,8 +259,9 @@ def _ahead_of_time(
     """The AOTInductor package of ``eager`` where its masks equal the eager model's, else eager.
 
     Returns the model the chunk runs, its engine's name and the pixel agreement of the two on
-    the sampled faces. The package is built on first use (about a minute on an H200, once per
-    key); the comparison runs on every step, on the chunk's own sampled faces, and only exact
+    the sampled faces. The package is built on first use, once per key (60-75 s on a 2-core
+    CPU; not yet timed on a GPU); the comparison runs on every step, on the chunk's own
+    sampled faces, and only exact
     equality lets the package compute the chunk. A package that fails to build or load leaves
     the eager model in charge, with the reason in the log and the step's metadata; one that
     does not load is removed, so the next step builds it again.
