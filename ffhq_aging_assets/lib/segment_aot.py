@@ -104,23 +104,14 @@ class _Autocast(nn.Module):
 class AotModel(nn.Module):
     """A loaded package, called like the prepared model it was built from.
 
-    It runs one input shape and one precision, the ones it was built for. ``eager`` is that
-    prepared model, kept for the strict-fp32 comparisons and as the fallback.
+    It runs one input shape, one precision and one memory layout: the ones it was built for.
     """
 
     def __init__(
-        self,
-        runner: object,
-        eager: nn.Module,
-        path: Path,
-        batch: int,
-        precision: str,
-        channels_last: bool,
+        self, runner: object, path: Path, batch: int, precision: str, channels_last: bool
     ) -> None:
         super().__init__()
         self.runner = runner
-        # Not registered as a submodule: the package holds its own copy of the weights.
-        object.__setattr__(self, "eager", eager)
         self.path = path
         self.batch = batch
         self.precision = precision
@@ -193,4 +184,4 @@ def load_package(path: Path, eager: nn.Module, batch: int, precision: str) -> Ao
     device = next(eager.parameters()).device
     index = device.index if device.type == "cuda" and device.index is not None else -1
     runner = torch._inductor.aoti_load_package(str(path), device_index=index)
-    return AotModel(runner, eager, path, batch, precision, channels_last_of(eager))
+    return AotModel(runner, path, batch, precision, channels_last_of(eager))
