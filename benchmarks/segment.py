@@ -62,12 +62,15 @@ import torch
 
 from benchmarks.segment_variants import segment_files_variant
 from ffhq_aging_assets.lib.deeplab import build_deeplab, load_deeplab
-from ffhq_aging_assets.lib.precision import search_pays
 from ffhq_aging_assets.lib.segment import fidelity, segment_files, segment_images
-from ffhq_aging_assets.lib.segment_aot import build_package, load_package, package_for
+from ffhq_aging_assets.lib.segment_aot import (
+    build_package,
+    load_package,
+    mask_agreement,
+    package_for,
+)
 from ffhq_aging_assets.lib.segment_input import normalize, published_input, read_face
 from ffhq_aging_assets.lib.segment_model import (
-    cudnn_search,
     forward,
     prepare_model,
     resolve_device,
@@ -296,7 +299,7 @@ def step(args: argparse.Namespace) -> None:
     check = time.perf_counter() - t
     aot: dict = {}
     if mode.startswith("aot"):
-        model, aot = ahead_of_time(model, args, device, face_files[:8], search)
+        model, aot = ahead_of_time(model, args, device, face_files[:8])
     out = Path(args.masks)
     out.mkdir(parents=True, exist_ok=True)
     masks = [out / f.name for f in face_files]
@@ -365,7 +368,6 @@ def ahead_of_time(
     args: argparse.Namespace,
     device: torch.device,
     sample: list[Path],
-    search: bool | None,
 ) -> tuple[torch.nn.Module, dict]:
     """Build (if missing) and load the step's AOTInductor package; its masks on ``sample``
     against the eager model's. The step then runs the package whatever they say, to time it
@@ -380,17 +382,13 @@ def ahead_of_time(
     aot = load_package(path, eager, args.batch_size, args.precision)
     sync(device)
     load = time.perf_counter() - t
-    faces = [read_face(f) for f in sample]
-    run = {"prepared": True, "precision": args.precision}
-    with cudnn_search(search_pays(args.precision) if search is None else search):
-        ours = segment_images(aot, faces, args.resolution, device, args.batch_size, **run)
-        theirs = segment_images(eager, faces, args.resolution, device, args.batch_size, **run)
+    agreement = mask_agreement(aot, eager, sample, args.resolution, args.batch_size, args.precision)
     return aot, {
         "aot_built": built,
         "aot_build_s": build,
         "aot_load_s": load,
         "aot_bytes": path.stat().st_size,
-        "aot_vs_eager": float((ours == theirs).mean()),
+        "aot_vs_eager": agreement,
     }
 
 

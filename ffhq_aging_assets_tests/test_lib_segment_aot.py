@@ -214,3 +214,24 @@ def test_a_package_that_does_not_load_is_removed_and_built_again(tmp_path, monke
     assert model is eager and engine.startswith("eager (aot failed: ")
     assert not path.exists() and "removed, so the next step builds it again" in lines[-1]
     assert str(path) in lines[-1]
+
+
+class _Broken(_OneClassLouder):
+    """A package that loads but fails when called."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_package_that_fails_to_run_leaves_the_eager_model(built, monkeypatch) -> None:
+    layout, path = built
+    sample = _sample(layout, BATCH)
+    real_load = chunk_module.load_package
+    monkeypatch.setattr(chunk_module, "load_package", lambda *a, **k: _Broken(real_load(*a, **k)))
+    eager, lines = TinyParser(), []
+    model, engine, agreement = chunk_module._ahead_of_time(
+        layout, eager, CPU, BATCH, "fp32", sample, lines.append
+    )
+    assert model is eager and engine == "eager (aot failed: RuntimeError)" and agreement is None
+    assert "failed to run (RuntimeError: CUDA error" in lines[-1]
+    assert path.is_file(), "a package that loads is kept: the failure may be the device's"

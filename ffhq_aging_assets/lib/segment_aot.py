@@ -21,13 +21,14 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ffhq_aging_assets.lib.segment_input import INPUT_SIZE
+from ffhq_aging_assets.lib.segment import segment_images
+from ffhq_aging_assets.lib.segment_input import INPUT_SIZE, read_face
 from ffhq_aging_assets.lib.segment_model import channels_last_of, strict_fp32
 
 # Bumped when what a package holds or how it is built changes: older packages are then unused.
@@ -185,3 +186,26 @@ def load_package(path: Path, eager: nn.Module, batch: int, precision: str) -> Ao
     index = device.index if device.type == "cuda" and device.index is not None else -1
     runner = torch._inductor.aoti_load_package(str(path), device_index=index)
     return AotModel(runner, path, batch, precision, channels_last_of(eager))
+
+
+def mask_agreement(
+    aot: nn.Module,
+    eager: nn.Module,
+    faces: Sequence[Path],
+    resolution: int,
+    batch: int,
+    precision: str,
+) -> float:
+    """The share of pixels where the package's masks of ``faces`` equal the eager model's.
+
+    Both run as a chunk step runs them (``segment_images``, prepared, padded batches on CUDA).
+    """
+    device = next(eager.parameters()).device
+    decoded = [read_face(face) for face in faces]  # once, for both
+    masks = [
+        segment_images(
+            model, decoded, resolution, device, batch, prepared=True, precision=precision
+        )
+        for model in (aot, eager)
+    ]
+    return float((masks[0] == masks[1]).mean())

@@ -38,9 +38,13 @@ from ffhq_aging_assets.lib.precision import (
     step_precision,
     write_precision_record,
 )
-from ffhq_aging_assets.lib.segment import SegmentRun, fidelity, segment_files, segment_images
-from ffhq_aging_assets.lib.segment_aot import build_package, load_package, package_for
-from ffhq_aging_assets.lib.segment_input import read_face
+from ffhq_aging_assets.lib.segment import SegmentRun, fidelity, segment_files
+from ffhq_aging_assets.lib.segment_aot import (
+    build_package,
+    load_package,
+    mask_agreement,
+    package_for,
+)
 from ffhq_aging_assets.lib.segment_model import batch_size_for, prepare_model, resolve_device
 from ffhq_aging_assets.lib.tables import write_table
 
@@ -286,19 +290,18 @@ def _ahead_of_time(
             "next step builds it again; the eager model computes the chunk"
         )
         return eager, f"eager (aot failed: {type(exc).__name__})", None
-    faces = [read_face(face) for face in sample]
-    ours = segment_images(
-        aot, faces, layout.resolution, device, batch, prepared=True, precision=precision
-    )
-    theirs = segment_images(
-        eager, faces, layout.resolution, device, batch, prepared=True, precision=precision
-    )
-    agreement = float((ours == theirs).mean())
+    try:
+        agreement = mask_agreement(aot, eager, sample, layout.resolution, batch, precision)
+    except Exception as exc:  # noqa: BLE001 - a package that loads but does not run is not used
+        log(f"compile aot: {path} failed to run ({type(exc).__name__}: {exc}); eager kept")
+        return eager, f"eager (aot failed: {type(exc).__name__})", None
     if agreement < 1.0:
         log(
             f"compile aot: its masks equal the eager model's on {agreement:.4%} of the pixels "
-            f"of {len(faces)} faces, not all; the eager model computes the chunk"
+            f"of {len(sample)} faces, not all; the eager model computes the chunk"
         )
         return eager, "eager (aot masks differ)", agreement
-    log(f"compile aot: {path.name} loaded; its masks equal the eager model's on {len(faces)} faces")
+    log(
+        f"compile aot: {path.name} loaded; its masks equal the eager model's on {len(sample)} faces"
+    )
     return aot, "aot", agreement
