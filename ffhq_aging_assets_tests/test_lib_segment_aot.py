@@ -20,6 +20,7 @@ from ffhq_aging_assets.lib.layout import DatasetLayout
 from ffhq_aging_assets.lib.segment import segment_images
 from ffhq_aging_assets.lib.segment_aot import (
     AotModel,
+    as_the_engine_runs,
     load_package,
     package_for,
     package_key,
@@ -115,6 +116,18 @@ def test_the_package_computes_the_eager_models_logits(built) -> None:
         aot(torch.zeros(2, 3, 40, 40))
     with pytest.raises(ValueError, match="compiled for fp32, not bf16"):
         forward(aot, x, "bf16")
+
+
+def test_a_bf16_package_on_the_cpu_computes_what_the_cpu_engine_computes() -> None:
+    # The CPU engine computes bf16 requests in fp32; a package built there must too, or its
+    # masks are compared with another computation (bf16 autocast on the CPU).
+    eager = TinyParser()
+    x = torch.randn(BATCH, 3, 513, 513, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        graph = as_the_engine_runs(eager, "bf16")(x)
+        engine = forward(eager, x, "bf16")
+    assert graph.dtype == torch.float32
+    assert torch.equal(graph, engine)
 
 
 def _sample(layout: DatasetLayout, count: int) -> list[Path]:

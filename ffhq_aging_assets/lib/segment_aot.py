@@ -90,7 +90,7 @@ def package_for(folder: Path, model: nn.Module, batch: int, precision: str, weig
 
 
 class _Autocast(nn.Module):
-    """The model's forward under bf16 autocast on its device, as the eager engine runs it."""
+    """The model's forward under bf16 autocast on its device."""
 
     def __init__(self, model: nn.Module, device_type: str) -> None:
         super().__init__()
@@ -150,6 +150,16 @@ def _partial_paths(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.stem}.*.partial.pt2"))
 
 
+def as_the_engine_runs(model: nn.Module, precision: str) -> nn.Module:
+    """``model`` computing as :func:`~ffhq_aging_assets.lib.segment_model.forward` runs it.
+
+    bf16 is autocast on CUDA only: the CPU engine computes every precision in fp32, so a
+    package built there computes in fp32 too and is compared with what the CPU engine computes.
+    """
+    device = next(model.parameters()).device
+    return _Autocast(model, device.type) if precision == "bf16" and device.type == "cuda" else model
+
+
 def build_package(model: nn.Module, path: Path, batch: int, precision: str) -> bool:
     """Compile ``model`` (prepared, on its device) into the package at ``path`` unless it exists.
 
@@ -168,7 +178,7 @@ def build_package(model: nn.Module, path: Path, batch: int, precision: str) -> b
         example = torch.zeros(batch, 3, INPUT_SIZE, INPUT_SIZE, device=device)
         if channels_last:
             example = example.contiguous(memory_format=torch.channels_last)
-        wrapped = _Autocast(model, device.type) if precision == "bf16" else model
+        wrapped = as_the_engine_runs(model, precision)
         numerics = strict_fp32() if precision == "fp32" else contextlib.nullcontext()
         try:
             with torch.inference_mode(), numerics:
