@@ -108,7 +108,7 @@ def build(args: argparse.Namespace) -> int:
     from ffhq_aging_assets.definitions import defs
     from ffhq_aging_assets.jobs import PRODUCTS, SHARED_INPUTS
     from ffhq_aging_assets.resources import DatasetResource
-    from ffhq_aging_assets.runs import fail_dead_runs
+    from ffhq_aging_assets.runs import RunRoom, fail_dead_runs
     from ffhq_aging_assets.settings import SettingsError, instance_settings_path, pin_dataset
 
     graph = defs.resolve_asset_graph()
@@ -142,7 +142,16 @@ def build(args: argparse.Namespace) -> int:
         print(f"Dagster's event stream: {log} (--verbose shows it here)")
     sys.stdout.flush()
     resources_only = {"resources": config["resources"]}
-    with events_to(log), launcher(instance) as runs:
+    room = RunRoom(instance, _above_live_line)
+    if room.limit == 0:
+        print(
+            "ffhq-aging build: error: the instance starts no runs (concurrency: runs: "
+            f"max_concurrent_runs is 0 in {Path(instance.root_directory) / 'dagster.yaml'}): "
+            "raise it to build",
+            file=sys.stderr,
+        )
+        return 2
+    with events_to(log), launcher(instance, room) as runs:
         fail_dead_runs(instance, print)
         if shared and not _run_once(runs, "shared_inputs", resources_only, shared):
             return 1
@@ -152,6 +161,14 @@ def build(args: argparse.Namespace) -> int:
         if per_chunk:
             ops = {k: v for k, v in config["ops"].items() if dg.AssetKey(k) in per_chunk}
             jobs = min(args.jobs or default_jobs(), len(chunks))
+            if room.limit is not None and jobs > room.limit:
+                print(
+                    f"{jobs} chunk runs in flight {'asked' if args.jobs else 'by default'}; "
+                    f"the instance runs at most {room.limit} "
+                    f"at once (concurrency: runs: max_concurrent_runs in dagster.yaml): "
+                    f"{room.limit} in flight"
+                )
+                jobs = room.limit
             failed = _run_chunks(runs, {**config, "ops": ops}, chunks, per_chunk, jobs)
         if products and not _run_once(runs, "products", resources_only, products):
             return 1
@@ -162,6 +179,13 @@ def build(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _above_live_line(text: str) -> None:
+    """Print a line where a chunk's live line may stand: it replaces the live line."""
+    if sys.stdout.isatty():
+        sys.stdout.write("\r\x1b[K")
+    print(text, flush=True)
 
 
 def build_log(home: Path) -> Path:

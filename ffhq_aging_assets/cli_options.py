@@ -129,7 +129,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
             type=_jobs,
             default=None,
             help="chunk runs in flight at once, so one chunk downloads while another aligns or "
-            "segments; GPU steps still take turns on the gpu pool [1 + cores/8 + GPUs, at most 4]",
+            "segments; GPU steps still take turns on the gpu pool; never above the instance's "
+            "max_concurrent_runs [1 + cores/8 + GPUs, at most 4]",
         ),
         parser.add_argument(
             "--verbose",

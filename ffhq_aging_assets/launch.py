@@ -119,9 +119,16 @@ def plain(error: Any) -> str:
 class Launcher:
     """Creates runs from the project's code location and launches them on the instance."""
 
-    def __init__(self, instance: dg.DagsterInstance, context: Any):
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        context: Any,
+        room: Callable[[Set[str]], bool] | None = None,
+    ):
         self.instance = instance
         self._context = context
+        # Whether the instance has room for one more run, given this build's runs in flight.
+        self._room = room
 
     def launch(
         self,
@@ -189,15 +196,20 @@ class Launcher:
         """Keep up to ``jobs`` runs in flight; yield each as it ends, with its seconds.
 
         ``launches`` holds (name, start) pairs; ``start`` launches a run and returns its id.
-        ``before`` is called before each launch; ``live`` after each read of the runs in
-        flight, with their names, start times and events. On Ctrl-C every run in flight is
-        terminated before the interrupt goes on.
+        A run is launched only while the launcher's ``room`` (if any) says the instance has
+        room for it; ``before`` is called before each launch; ``live`` after each read of the
+        runs in flight, with their names, start times and events. On Ctrl-C every run in
+        flight is terminated before the interrupt goes on.
         """
         waiting = list(launches)
         flying: dict[str, tuple[str, float, RunWatch]] = {}
         try:
             while waiting or flying:
-                while waiting and len(flying) < jobs:
+                while (
+                    waiting
+                    and len(flying) < jobs
+                    and (self._room is None or self._room(flying.keys()))
+                ):
                     name, start = waiting.pop(0)
                     if before is not None:
                         before()
@@ -211,7 +223,7 @@ class Launcher:
                         yield name, time.monotonic() - started, run, watch
                 if live is not None and flying:
                     live({name: (started, watch) for name, started, watch in flying.values()})
-                if flying:
+                if flying or waiting:
                     time.sleep(POLL_SECONDS)
         except (KeyboardInterrupt, GeneratorExit):
             for run_id in flying:
@@ -240,8 +252,12 @@ class Launcher:
 
 
 @contextmanager
-def launcher(instance: dg.DagsterInstance) -> Iterator[Launcher]:
+def launcher(
+    instance: dg.DagsterInstance, room: Callable[[Set[str]], bool] | None = None
+) -> Iterator[Launcher]:
     """The project loaded as a code location in a code server; stopped on leaving.
+
+    ``room`` as in :class:`Launcher`.
 
     Leaving waits for the code server to end (it ends once the runs it started have ended and
     it has recorded so), for at most ``SERVER_STOP_SECONDS``, then stops it: a server left
@@ -271,7 +287,7 @@ def launcher(instance: dg.DagsterInstance) -> Iterator[Launcher]:
                 if entry is None or entry.code_location is None:
                     error = entry.load_error.to_string() if entry and entry.load_error else "-"
                     raise RuntimeError(f"the project's code location failed to load: {error}")
-                yield Launcher(instance, context)
+                yield Launcher(instance, context, room)
     finally:
         _stop_servers(registry)
 

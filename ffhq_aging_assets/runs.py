@@ -12,7 +12,7 @@ daemon while the UI is up. Runs owned by another host are never judged from this
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Set
 
 import dagster as dg
 
@@ -22,6 +22,13 @@ HOST_TAG = "ffhq-aging/host"
 PID_TAG = "ffhq-aging/pid"
 ACTIVE = [
     dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+# The runs the instance's run queue counts against ``max_concurrent_runs``.
+HOLDING_A_SLOT = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
@@ -109,3 +116,50 @@ def dead_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     if failed:
         return dg.SkipReason(f"marked {len(failed)} dead run(s) failed: {', '.join(failed)}")
     return dg.SkipReason("no run left behind by a dead process")
+
+
+def run_limit(instance: dg.DagsterInstance) -> int | None:
+    """The instance's ``concurrency: runs: max_concurrent_runs``; None where nothing limits runs.
+
+    The limit is the run queue's: an instance without one (``DefaultRunCoordinator``) or with
+    ``-1`` launches every run at once.
+    """
+    if not isinstance(instance.run_coordinator, dg.QueuedRunCoordinator):
+        return None
+    queue = instance.get_concurrency_config().run_queue_config
+    limit = queue.max_concurrent_runs if queue is not None else None
+    return None if limit is None or limit < 0 else limit
+
+
+class RunRoom:
+    """Whether one more run of a build fits under the instance's run limit.
+
+    ``ffhq-aging build`` launches its runs itself, past the run queue, so it counts as the queue
+    does: the runs in progress on the instance (a UI backfill's, another build's) together with
+    its own in flight. The queue counts the build's runs in turn, so a backfill waits for them.
+    ``say`` is told once each time the build starts waiting, and why.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, say: Callable[[str], None]) -> None:
+        self.instance = instance
+        self.limit = run_limit(instance)
+        self._say = say
+        self._waiting = False
+
+    def __call__(self, ours: Set[str]) -> bool:
+        """True when a run may start now, ``ours`` being the build's own runs in flight."""
+        if self.limit is None:
+            return True
+        busy = set(self.instance.get_run_ids(dg.RunsFilter(statuses=HOLDING_A_SLOT))) | set(ours)
+        if len(busy) < self.limit:
+            self._waiting = False
+            return True
+        if not self._waiting:
+            others = sorted(busy - set(ours))
+            self._say(
+                f"waiting for a run slot: {len(busy)} run(s) in progress on the instance, "
+                f"{len(others)} of them not this build's ({', '.join(others) or '-'}); the "
+                f"instance runs at most {self.limit} (concurrency: runs: max_concurrent_runs)"
+            )
+            self._waiting = True
+        return False
