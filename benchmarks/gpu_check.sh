@@ -56,7 +56,8 @@ if [ "${PYTEST:-0}" = 1 ]; then
   # The GPU tests (-m gpu): about a minute without the compiled ones, three with them.
   stage "${PYTEST_LIMIT:-90}" python3 -m pytest -c /dev/null --rootdir . -p no:cacheprovider -m gpu \
     -k "${PYTEST_K:-not compiled and not aot}" -q -rs --durations=0 \
-    ffhq_aging_assets_tests/test_lib_segment.py ffhq_aging_assets_tests/test_benchmarks_segment_variants.py
+    ffhq_aging_assets_tests/test_lib_segment.py ffhq_aging_assets_tests/test_benchmarks_segment_variants.py \
+    ffhq_aging_assets_tests/test_lib_gpu_claim.py
 fi
 echo "=== summary ===" | tee -a "$LOG"
 grep -h '^|\|faces at\|^failed\|^=== exit' "$LOG"

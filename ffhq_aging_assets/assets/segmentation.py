@@ -34,7 +34,11 @@ GPU_TAGS = {
 class SegmentConfig(dg.Config):
     """How `segmentation_masks` runs."""
 
-    device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda:N.")
+    device: str = Field(
+        default="auto",
+        description="auto (a GPU of this host no other step holds, when CUDA is present; else "
+        "the CPU), cpu, cuda:N.",
+    )
     batch_size: int = Field(default=0, ge=0, le=512, description="0: 32 on CUDA, 1 on CPU.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto",
@@ -132,23 +136,26 @@ def segmentation_masks(
     dataset: DatasetResource,
 ) -> Iterator[dg.MaterializeResult]:
     """One chunk's masks and their statistics, in one GPU step: the model loads once."""
+    from ffhq_aging_assets.lib.gpu_claim import ClaimError
     from ffhq_aging_assets.lib.segment_chunk import ChunkNotReady, segment_chunk
+    from ffhq_aging_assets.lib.segment_model import step_device
 
     chunk = context.partition_key
     numbers = list(expected_numbers(chunk, dataset.per_chunk_limit))
     try:
-        done = segment_chunk(
-            dataset.layout,
-            chunk,
-            numbers,
-            device=config.device,
-            batch_size=config.batch_size,
-            precision=config.precision,
-            fidelity_faces=config.fidelity_faces,
-            compile=config.compile,
-            log=context.log.info,
-        )
-    except ChunkNotReady as exc:
+        with step_device(config.device, context.log.info) as device:
+            done = segment_chunk(
+                dataset.layout,
+                chunk,
+                numbers,
+                device=device,
+                batch_size=config.batch_size,
+                precision=config.precision,
+                fidelity_faces=config.fidelity_faces,
+                compile=config.compile,
+                log=context.log.info,
+            )
+    except (ChunkNotReady, ClaimError) as exc:
         raise dg.Failure(str(exc)) from exc
     audit, stats = done.audit, done.stats
     checks = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ffhq_aging_assets.lib.deeplab import fold_weight_standardization
+from ffhq_aging_assets.lib.gpu_claim import claim_one, claims_folder
 from ffhq_aging_assets.lib.segment_input import INPUT_SIZE, nearest_indices, normalize
 
 CUDA_BATCH = 32
@@ -36,6 +37,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def step_device(name: str, say: Callable[[str], None]) -> Iterator[str]:
+    """The device a step computes on, held while the block runs.
+
+    ``auto`` on a host with CUDA: a GPU claimed for the step (``gpu_claim``), so steps running
+    at once take different GPUs, made the process's current device. Any other name (``cpu``,
+    ``cuda:N``), or ``auto`` without CUDA, as it is: an explicit GPU is the user's choice.
+    """
+    if name != "auto" or not torch.cuda.is_available():
+        yield name
+        return
+    gpus = [str(torch.cuda.get_device_properties(i).uuid) for i in range(torch.cuda.device_count())]
+    with claim_one(gpus, claims_folder(), say) as index:
+        torch.cuda.set_device(index)
+        if len(gpus) > 1:
+            say(f"GPU {index} of {len(gpus)} ({torch.cuda.get_device_name(index)}) for this step")
+        yield f"cuda:{index}"
 
 
 def batch_size_for(device: torch.device, requested: int) -> int:
