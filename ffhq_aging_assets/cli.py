@@ -98,7 +98,7 @@ def _duration(seconds: float) -> str:
 def build(args: argparse.Namespace) -> int:
     """Run ``ffhq-aging build``: shared inputs once, one run per chunk, then the products."""
     chunks: list[str] = args.partitions
-    from ffhq_aging_assets.cli_options import default_jobs, run_config
+    from ffhq_aging_assets.cli_options import default_jobs, gpu_count, run_config
 
     config = run_config(args)
     ensure_dagster_home()
@@ -108,7 +108,7 @@ def build(args: argparse.Namespace) -> int:
     from ffhq_aging_assets.definitions import defs
     from ffhq_aging_assets.jobs import PRODUCTS, SHARED_INPUTS
     from ffhq_aging_assets.resources import DatasetResource
-    from ffhq_aging_assets.runs import RunRoom, fail_dead_runs
+    from ffhq_aging_assets.runs import RunRoom, fail_dead_runs, gpu_pool_limit
     from ffhq_aging_assets.settings import SettingsError, instance_settings_path, pin_dataset
 
     graph = defs.resolve_asset_graph()
@@ -151,6 +151,14 @@ def build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    gpus, pool = gpu_count(), gpu_pool_limit(instance)
+    if dg.AssetKey("segmentation_masks") in per_chunk and pool is not None and gpus > pool:
+        print(
+            f"this host has {gpus} GPUs, and the gpu pool runs {pool} segmentation step(s) at "
+            f"once: to use them all, set concurrency: pools: default_limit: {gpus} in "
+            f"{Path(instance.root_directory) / 'dagster.yaml'} "
+            f"(or: dagster instance concurrency set gpu {gpus})"
+        )
     with events_to(log), launcher(instance, room) as runs:
         fail_dead_runs(instance, print)
         if shared and not _run_once(runs, "shared_inputs", resources_only, shared):

@@ -19,6 +19,8 @@ import dagster as dg
 from ffhq_aging_assets.lib.processes import Owner, this_host
 
 HOST_TAG = "ffhq-aging/host"
+# The pool of the segmentation step: its limit is the number of GPU steps at once.
+GPU_POOL = "gpu"
 PID_TAG = "ffhq-aging/pid"
 ACTIVE = [
     dg.DagsterRunStatus.NOT_STARTED,
@@ -163,3 +165,11 @@ class RunRoom:
             )
             self._waiting = True
         return False
+
+
+def gpu_pool_limit(instance: dg.DagsterInstance) -> int | None:
+    """Segmentation steps the instance runs at once; None where its storage keeps no pools."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return None
+    return storage.get_concurrency_info(GPU_POOL).limit

@@ -49,8 +49,11 @@ def test_jobs_keeps_two_chunks_in_flight_holds_the_gpu_pool_and_reports_failures
     args = ["build", "--partitions", ",".join(CHUNKS), "--jobs", "3", "--limit", "3"]
     args += ["--root", "out", "--resolution", "64", "--mode", "fast", "--num-processes", "1"]
     args += ["--device", "cpu", "--weights", str(seeded_checkpoint)]
-    done = cli(args + source_args(served), tmp_path, dagster_home)
+    # Two GPUs listed (none is there: the masks are computed on the CPU), a pool of one.
+    gpus = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    done = cli(args + source_args(served), tmp_path, dagster_home, gpus)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert "this host has 2 GPUs, and the gpu pool runs 1 segmentation step(s)" in done.stdout
     lines = done.stdout.splitlines()
     ends = sorted(line.split(": ")[0].split("] ")[1] for line in lines if "] chunk " in line)
     assert ends == [f"chunk {c}" for c in CHUNKS], lines

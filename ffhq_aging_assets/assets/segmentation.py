@@ -23,6 +23,7 @@ from ffhq_aging_assets.lib.masks import NUM_CLASSES, STATS_DESCRIPTIONS, STATS_S
 from ffhq_aging_assets.metadata_values import column_schema, shared_input_result
 from ffhq_aging_assets.partitions import chunk_partitions
 from ffhq_aging_assets.resources import DatasetResource, DeepLabWeights, FileSourceResource
+from ffhq_aging_assets.runs import GPU_POOL
 from ffhq_aging_assets.settings import apply_settings
 
 GPU_TAGS = {
@@ -125,7 +126,7 @@ STATISTICS = dg.AssetSpec(
 @dg.multi_asset(
     specs=[MASKS, STATISTICS],
     partitions_def=chunk_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
     op_tags=GPU_TAGS,
     check_specs=gate_specs("segmentation_masks", MASK_GATES)
     + gate_specs("segmentation_masks", MASK_WARNINGS, blocking=False),
