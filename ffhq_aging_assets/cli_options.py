@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 from ffhq_aging_assets.assets.images import AlignConfig
 from ffhq_aging_assets.assets.segmentation import SegmentConfig
 from ffhq_aging_assets.lib.chunks import parse_partitions
+from ffhq_aging_assets.lib.cpus import usable_cpus
 from ffhq_aging_assets.resources import (
     DatasetResource,
     DeepLabWeights,
@@ -262,12 +263,12 @@ def _jobs(text: str) -> int:
 
 
 def default_jobs() -> int:
-    """Chunk runs in flight by default: 1 + one per 8 cores + one per GPU, at most 4.
+    """Chunk runs in flight by default: 1 + one per 8 usable CPUs + one per GPU, at most 4.
 
     Each chunk's alignment already uses every core, so more chunks at once mostly buy overlap:
     downloads and GPU work of one chunk while another aligns.
     """
-    return min(4, 1 + (os.cpu_count() or 1) // 8 + gpu_count())
+    return min(4, 1 + usable_cpus() // 8 + gpu_count())
 
 
 def gpu_count() -> int:

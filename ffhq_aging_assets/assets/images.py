@@ -34,7 +34,10 @@ class AlignConfig(dg.Config):
         description="reference: the published crop, byte for byte; fast: within 45 dB PSNR.",
     )
     num_processes: int = Field(
-        default=0, ge=0, le=256, description="Alignment processes per step; 0: one per core."
+        default=0,
+        ge=0,
+        le=256,
+        description="Alignment processes per step; 0: one per CPU the step may use.",
     )
     keep_sources: bool = Field(
         default=False,

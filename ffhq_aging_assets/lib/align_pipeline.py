@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ffhq_aging_assets.lib.align import Mode
+from ffhq_aging_assets.lib.cpus import usable_cpus
 from ffhq_aging_assets.lib.download import DownloadError, FileSpec
 from ffhq_aging_assets.lib.images import ImageError, align_file, is_valid_image
 from ffhq_aging_assets.lib.sources import Source
@@ -126,7 +127,7 @@ def align_chunk(
             todo.append(job)
     progress = _Progress(len(jobs), report, say, progress_every)
     if todo:
-        workers = processes or multiprocessing.cpu_count()
+        workers = processes or usable_cpus()
         # Bounded in flight: downloads wait while this many sources are fetched but unaligned.
         in_flight = threading.BoundedSemaphore(max(2 * workers, threads) + threads)
         context = multiprocessing.get_context("spawn")

@@ -8,20 +8,20 @@ but starting them delayed a 1,000-face chunk's first batch by more than they sav
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ffhq_aging_assets.lib.cpus import usable_cpus
 from ffhq_aging_assets.lib.segment_input import face_size_error
 
 Batch = tuple[list[int], torch.Tensor]
 
 
 def default_loader_threads() -> int:
-    """Threads decoding faces (and in ``segment_files`` encoding masks): one per core, 2-16."""
-    return max(2, min(16, os.cpu_count() or 2))
+    """Threads decoding faces (and in ``segment_files`` encoding masks): one per CPU, 2-16."""
+    return max(2, min(16, usable_cpus()))
 
 
 def thread_batches(
