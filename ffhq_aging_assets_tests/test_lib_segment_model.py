@@ -50,3 +50,18 @@ def test_batch_zero_takes_the_devices_default() -> None:
     assert batch_size_for(cpu, 7) == batch_size_for(cuda, 7) == 7
     assert resolve_device("cpu") == cpu
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_cpu_threads_are_lowered_to_the_usable_cpus_never_raised() -> None:
+    # A fresh process whose OpenMP pool starts at 2 threads, as a quota-limited container's
+    # pool starts at the host's count.
+    code = (
+        "import torch\n"
+        "from ffhq_aging_assets.lib.segment_model import fit_cpu_threads\n"
+        "print(torch.get_num_threads(), fit_cpu_threads(8), fit_cpu_threads(1))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["2", "2", "1"]

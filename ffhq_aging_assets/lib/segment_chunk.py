@@ -21,6 +21,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from ffhq_aging_assets.lib.cpus import usable_cpus
 from ffhq_aging_assets.lib.deeplab import load_deeplab
 from ffhq_aging_assets.lib.files import orphan_temp_files, remove_orphan_temp_files
 from ffhq_aging_assets.lib.images import is_valid_image
@@ -45,7 +46,12 @@ from ffhq_aging_assets.lib.segment_aot import (
     mask_agreement,
     package_for,
 )
-from ffhq_aging_assets.lib.segment_model import batch_size_for, prepare_model, resolve_device
+from ffhq_aging_assets.lib.segment_model import (
+    batch_size_for,
+    fit_cpu_threads,
+    prepare_model,
+    resolve_device,
+)
 from ffhq_aging_assets.lib.tables import write_table
 
 # Seconds between two progress lines of a chunk's masks.
@@ -145,6 +151,8 @@ def segment_chunk(
     masks = [layout.mask(n) for n in numbers]
     todo = [i for i, m in enumerate(masks) if not is_valid_image(m, layout.resolution, "L")]
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        fit_cpu_threads(usable_cpus())
     batch = batch_size_for(dev, batch_size)
     compiled: CompileMode = compile if dev.type == "cuda" else "off"
     engine = {"off": "eager", "aot": "eager", "jit": "torch.compile"}[compiled]

@@ -39,6 +39,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def fit_cpu_threads(cpus: int) -> int:
+    """Lower torch's CPU threads to ``cpus`` (never raise them); returns the threads now used.
+
+    OpenMP sizes torch's pool by the CPUs the process is pinned to, not by a cgroup CPU quota:
+    in a container allowed 2 CPUs of a 64-core host it would start 32 threads that take turns.
+    """
+    if torch.get_num_threads() > cpus >= 1:
+        torch.set_num_threads(cpus)
+    return torch.get_num_threads()
+
+
 @contextlib.contextmanager
 def step_device(name: str, say: Callable[[str], None]) -> Iterator[str]:
     """The device a step computes on, held while the block runs.
