@@ -123,11 +123,9 @@ def dead_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
 def run_limit(instance: dg.DagsterInstance) -> int | None:
     """The instance's ``concurrency: runs: max_concurrent_runs``; None where nothing limits runs.
 
-    The limit is the run queue's: an instance without one (``DefaultRunCoordinator``) or with
-    ``-1`` launches every run at once.
+    The limit is the run queue's: an instance without one (``DefaultRunCoordinator``, an
+    ephemeral instance: no queue settings) or with ``-1`` launches every run at once.
     """
-    if not isinstance(instance.run_coordinator, dg.QueuedRunCoordinator):
-        return None
     queue = instance.get_concurrency_config().run_queue_config
     limit = queue.max_concurrent_runs if queue is not None else None
     return None if limit is None or limit < 0 else limit

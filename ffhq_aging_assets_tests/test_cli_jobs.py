@@ -120,19 +120,18 @@ def test_a_build_waits_while_other_runs_fill_the_instances_run_limit(tmp_path: P
     assert len(said) >= 1 and other.run_id in said[0] and "at most 2" in said[0], said
 
 
-@pytest.mark.parametrize(
-    "settings",
-    [
-        "concurrency:\n  runs:\n    max_concurrent_runs: -1\n",
-        "run_coordinator:\n  module: dagster._core.run_coordinator\n"
-        "  class: DefaultRunCoordinator\n",
-    ],
-    ids=["minus-one", "no-queue"],
-)
+@pytest.mark.parametrize("queue", ["minus-one", "no-queue"])
 def test_an_instance_without_a_run_limit_never_holds_a_build_back(
-    tmp_path: Path, settings: str
+    tmp_path: Path, queue: str
 ) -> None:
-    with _instance(tmp_path / "home", settings + "telemetry:\n  enabled: false\n") as instance:
+    settings = "concurrency:\n  runs:\n    max_concurrent_runs: -1\ntelemetry:\n  enabled: false\n"
+    # An ephemeral instance runs each run as it is submitted: it has no run queue.
+    opened = (
+        _instance(tmp_path / "home", settings)
+        if queue == "minus-one"
+        else dg.DagsterInstance.ephemeral()
+    )
+    with opened as instance:
         for _ in range(5):
             instance.add_run(dg.DagsterRun("chunks", status=dg.DagsterRunStatus.STARTED))
         room = RunRoom(instance, pytest.fail)

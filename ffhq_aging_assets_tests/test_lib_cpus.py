@@ -39,32 +39,38 @@ def _world(tmp_path: Path, cgroups: str, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-def test_a_cgroup_v2_quota_caps_the_cpus(tmp_path: Path) -> None:
-    # A container limited to 1.5 CPUs: its own cgroup has no limit, its parent has.
-    root = _world(
-        tmp_path,
-        "0::/kubepods/pod1/c1\n",
-        {
-            "kubepods/pod1/c1/cpu.max": "max 100000\n",
-            "kubepods/pod1/cpu.max": "150000 100000\n",
-            "kubepods/cpu.max": "800000 100000\n",
-        },
-    )
-    assert cgroup_cpu_quota(root) == 1.5
-    assert usable_cpus(root) == min(2, len(os.sched_getaffinity(0)))
-
-
-def test_a_cgroup_v1_quota_caps_the_cpus(tmp_path: Path) -> None:
-    root = _world(
-        tmp_path,
-        "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n2:cpuset:/docker/abc\n",
-        {
-            "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
-            "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
-        },
-    )
-    assert cgroup_cpu_quota(root) == 1.0
-    assert usable_cpus(root) == 1
+@pytest.mark.parametrize(
+    "cgroups, files, quota, cpus",
+    [
+        # A container limited to 1.5 CPUs: its own cgroup has no limit, its parent has.
+        (
+            "0::/kubepods/pod1/c1\n",
+            {
+                "kubepods/pod1/c1/cpu.max": "max 100000\n",
+                "kubepods/pod1/cpu.max": "150000 100000\n",
+                "kubepods/cpu.max": "800000 100000\n",
+            },
+            1.5,
+            2,
+        ),
+        (
+            "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n2:cpuset:/docker/abc\n",
+            {
+                "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+                "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+            },
+            1.0,
+            1,
+        ),
+    ],
+    ids=["v2", "v1"],
+)
+def test_a_cgroup_quota_caps_the_cpus(
+    tmp_path: Path, cgroups: str, files: dict[str, str], quota: float, cpus: int
+) -> None:
+    root = _world(tmp_path, cgroups, files)
+    assert cgroup_cpu_quota(root) == quota
+    assert usable_cpus(root) == min(cpus, len(os.sched_getaffinity(0)))
 
 
 @pytest.mark.parametrize(
